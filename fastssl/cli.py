@@ -1,0 +1,107 @@
+"""Command line: ``fastssl train | eval | data`` (one entry point).
+
+Every config key is an option: ``--key=value`` or ``--key value`` (see ``fastssl.config``);
+``--config PRESET`` loads ``configs/PRESET.yaml`` or a YAML file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from fastssl.config import ConfigError, load_preset, parse_overrides, resolve
+from fastssl.data.layout import DataError
+
+USAGE = """usage:
+  fastssl train [--config PRESET] [--method NAME] [--data DIR] [--epochs E] [--out OUT]
+                [--resume] [--KEY=VALUE ...]
+  fastssl eval {knn,linear} --checkpoint CKPT [--data DIR]
+  fastssl data synth {shapes,digits} OUT
+"""
+
+
+def _normalise(tokens: list[str]) -> list[str]:
+    """``--key value`` and bare ``--flag`` become ``--key=value`` / ``--flag=true``."""
+    out, i = [], 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--"):
+            raise ConfigError(f"unexpected argument '{tok}' (options are --key=value)")
+        if "=" in tok:
+            out.append(tok)
+        elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            out.append(f"{tok}={tokens[i + 1]}")
+            i += 1
+        else:
+            out.append(f"{tok}=true")
+        i += 1
+    return out
+
+
+def cmd_train(tokens: list[str]) -> int:
+    from fastssl.train import train
+
+    overrides = parse_overrides(_normalise(tokens))
+    preset = load_preset(overrides.pop("config")) if "config" in overrides else None
+    cfg = resolve(preset, overrides)
+    result = train(cfg)
+    if result.stopped_early:
+        print(f"stopped at step {result.steps}; resume with: fastssl train --out {cfg.out} "
+              "--resume (and the same options)", file=sys.stderr)
+        return 143
+    print(result.summary(), flush=True)
+    return 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fastssl eval")
+    p.add_argument("protocol", choices=["knn", "linear"])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default=None, help="dataset root (default: the one trained on)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=2)
+    a = p.parse_args(argv)
+    from fastssl.eval.run import evaluate_checkpoint
+
+    top1 = evaluate_checkpoint(a.checkpoint, a.protocol, data=a.data, device=a.device,
+                               workers=a.workers)
+    print(f"{a.protocol}_top1={top1:.2f}")
+    return 0
+
+
+def cmd_data(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fastssl data")
+    sub = p.add_subparsers(dest="action", required=True)
+    synth = sub.add_parser("synth", help="write an embedded data set in the standard layout")
+    synth.add_argument("name", choices=["shapes", "digits"])
+    synth.add_argument("out")
+    a = p.parse_args(argv)
+    from fastssl.data.layout import scan
+    from fastssl.data.synth import GENERATORS
+
+    out = GENERATORS[a.name](a.out)
+    index = scan(out)
+    print(f"wrote {a.name} to {out}: {len(index.train)} train / {len(index.val)} val images, "
+          f"{len(index.classes)} classes")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
+        print(f"fastssl: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

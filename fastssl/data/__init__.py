@@ -1,0 +1,1 @@
+"""Dataset layout, validation and the embedded (generated or bundled) data sets."""

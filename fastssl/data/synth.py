@@ -1,0 +1,171 @@
+"""Embedded data sets, written in the standard layout (no downloads).
+
+- ``shapes``: ten procedurally drawn shape classes with exact foreground masks. Colour, size,
+  position, rotation and a cluttered background vary per image, so raw pixels carry almost no
+  class signal while the shape does.
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (real data), upscaled.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "arrow",
+          "half_disc", "bar")
+SUPERSAMPLE = 4  # masks are drawn at 4x and box-downsampled for smooth, exact edges
+
+
+def fastssl_home() -> Path:
+    return Path(os.environ.get("FASTSSL_HOME", "~/.cache/fastssl")).expanduser()
+
+
+def _polygon(points: np.ndarray, angle: float, scale: float, cx: float, cy: float) -> list:
+    c, s = math.cos(angle), math.sin(angle)
+    rot = points @ np.array([[c, s], [-s, c]])
+    return [(cx + scale * x, cy + scale * y) for x, y in rot]
+
+
+def _regular(n: int, inner: float | None = None) -> np.ndarray:
+    k = 2 * n if inner else n
+    t = np.arange(k) * 2 * math.pi / k - math.pi / 2
+    r = np.where(np.arange(k) % 2 == 1, inner, 1.0) if inner else np.ones(k)
+    return np.stack([r * np.cos(t), r * np.sin(t)], 1)
+
+
+_CROSS = np.array([[-.3, -1], [.3, -1], [.3, -.3], [1, -.3], [1, .3], [.3, .3], [.3, 1],
+                   [-.3, 1], [-.3, .3], [-1, .3], [-1, -.3], [-.3, -.3]])
+_ARROW = np.array([[-1, -.25], [.2, -.25], [.2, -.7], [1, 0], [.2, .7], [.2, .25], [-1, .25]])
+_BAR = np.array([[-1, -.22], [1, -.22], [1, .22], [-1, .22]])
+_HALF = np.array([[math.cos(t), -math.sin(t) + .5] for t in np.linspace(0, math.pi, 24)])
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, name: str, cx: float, cy: float, r: float,
+                angle: float) -> None:
+    """Draw class ``name`` (fill 255) centred at (cx, cy) with radius r and rotation angle."""
+    if name == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+    elif name == "ring":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+        draw.ellipse([cx - .55 * r, cy - .55 * r, cx + .55 * r, cy + .55 * r], fill=0)
+    elif name == "crescent":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+        ox, oy = cx + .5 * r * math.cos(angle), cy + .5 * r * math.sin(angle)
+        draw.ellipse([ox - .85 * r, oy - .85 * r, ox + .85 * r, oy + .85 * r], fill=0)
+    else:
+        pts = {"square": _regular(4) * 1.0, "triangle": _regular(3), "star": _regular(5, .42),
+               "cross": _CROSS, "arrow": _ARROW, "half_disc": _HALF, "bar": _BAR}[name]
+        draw.polygon(_polygon(pts, angle, r, cx, cy), fill=255)
+
+
+def _hsv_colour(rng: np.random.Generator, s: tuple[float, float], v: tuple[float, float]):
+    import colorsys
+
+    return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(*s), rng.uniform(*v))) * 255
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random colour field with clutter: lines, dots and small blobs of random colours."""
+    field = rng.uniform(0, 255, (3, 3, 3)).astype(np.uint8)
+    bg = Image.fromarray(field).resize((size, size), Image.BICUBIC)
+    draw = ImageDraw.Draw(bg)
+    for _ in range(rng.integers(8, 16)):
+        colour = tuple(int(c) for c in _hsv_colour(rng, (0.2, 1.0), (0.2, 1.0)))
+        x, y = rng.uniform(0, size, 2)
+        kind = rng.integers(3)
+        if kind == 0:
+            x2, y2 = rng.uniform(0, size, 2)
+            draw.line([x, y, x2, y2], fill=colour, width=int(rng.integers(1, 3)))
+        else:
+            r = rng.uniform(1, size / 14)
+            (draw.ellipse if kind == 1 else draw.rectangle)([x - r, y - r, x + r, y + r],
+                                                              fill=colour)
+    return np.asarray(bg.filter(ImageFilter.GaussianBlur(0.6)), dtype=np.float32)
+
+
+def render_shape(rng: np.random.Generator, label: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image (H, W, 3 uint8) of class ``label`` and its exact mask (H, W uint8, 255 = shape)."""
+    big = size * SUPERSAMPLE
+    r = rng.uniform(0.22, 0.40) * big
+    cx, cy = rng.uniform(r * 0.8, big - r * 0.8, 2)
+    mask_img = Image.new("L", (big, big), 0)
+    _draw_shape(ImageDraw.Draw(mask_img), SHAPES[label], cx, cy, r, rng.uniform(0, 2 * math.pi))
+    alpha = np.asarray(mask_img.resize((size, size), Image.BOX), dtype=np.float32) / 255.0
+    mask = np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
+    fg = _hsv_colour(rng, (0.4, 1.0), (0.35, 1.0)).astype(np.float32)
+    # mild shading so the foreground is not a flat colour
+    shade = np.linspace(1 - 0.25 * rng.random(), 1.0, size, dtype=np.float32)
+    fg_img = np.clip(fg[None, None] * shade[:, None, None], 0, 255)
+    m = (mask == 255)[..., None]
+    image = np.where(m, fg_img, _background(rng, size))
+    return image.astype(np.uint8), mask
+
+
+def _write(out: Path, split: str, cls: str, name: str, image: np.ndarray,
+           mask: np.ndarray | None) -> None:
+    folder = out / split / cls
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(folder / f"{name}.jpg", quality=95)
+    if mask is not None:
+        mfolder = out / "masks" / split / cls
+        mfolder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask).save(mfolder / f"{name}.png")
+
+
+def synth_shapes(out: str | Path, *, train_per_class: int = 500, val_per_class: int = 100,
+                 size: int = 64, seed: int = 0) -> Path:
+    """Write the shapes set to ``out`` (train/, val/, masks/)."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for label, cls in enumerate(SHAPES):
+            for i in range(n):
+                image, mask = render_shape(rng, label, size)
+                _write(out, split, cls, f"{cls}_{i:05d}", image, mask)
+    return out
+
+
+def synth_digits(out: str | Path, *, size: int = 32, val_fraction: float = 0.2,
+                 seed: int = 0) -> Path:
+    """Export scikit-learn's bundled handwritten digits (1797 images of 8x8) as RGB images."""
+    from sklearn.datasets import load_digits
+
+    out = Path(out)
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(digits.target))
+    n_val = int(len(order) * val_fraction)
+    for rank, idx in enumerate(order):
+        split = "val" if rank < n_val else "train"
+        grey = (digits.images[idx] / 16.0 * 255).astype(np.uint8)
+        img = Image.fromarray(grey).resize((size, size), Image.BICUBIC).convert("RGB")
+        _write(out, split, str(digits.target[idx]), f"digit_{idx:04d}", np.asarray(img), None)
+    return out
+
+
+GENERATORS: dict[str, Callable[..., Path]] = {"shapes": synth_shapes, "digits": synth_digits}
+
+
+def default_dataset() -> Path:
+    """The embedded shapes set, generated once under ``$FASTSSL_HOME`` (atomically)."""
+    target = fastssl_home() / "data" / "shapes-v1"
+    if (target / ".complete").exists():
+        return target
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    synth_shapes(tmp)
+    (tmp / ".complete").touch()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first
+        if not (target / ".complete").exists():
+            raise
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

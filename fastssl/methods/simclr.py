@@ -1,0 +1,47 @@
+"""SimCLR (Chen et al. 2020) and SimCLR v2's deeper head (Chen et al. 2020b).
+
+Both views go through the backbone in one batch (BatchNorm sees both, as in the official code);
+negatives are the other 2N-2 embeddings of the global batch, gathered with gradient across
+processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fastssl.config import Config
+from fastssl.distributed import gather_with_grad
+from fastssl.kernels import nt_xent
+from fastssl.methods.base import Method
+from fastssl.models.heads import mlp
+
+
+@dataclass
+class SimCLRArgs:
+    temperature: float = 0.5
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 128
+    # 2 = SimCLR v1 (Linear-BN-ReLU-Linear); 3 = v2 (two hidden layers, BN on the output too)
+    head_layers: int = 2
+
+
+class SimCLR(Method):
+    name = "simclr"
+    views = "simclr"
+    Args = SimCLRArgs
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        a: SimCLRArgs = cfg.args
+        if a.head_layers < 2:
+            raise ValueError(f"head_layers must be >= 2, got {a.head_layers}")
+        self.temperature = a.temperature
+        dims = [self.feat_dim] + [a.proj_hidden_dim] * (a.head_layers - 1) + [a.proj_dim]
+        self.projector = mlp(dims, last_bn=a.head_layers >= 3)
+
+    def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        z1, z2 = self.projector(self.backbone(torch.cat(views[:2]))).chunk(2)
+        loss = nt_xent(gather_with_grad(z1), gather_with_grad(z2), temperature=self.temperature)
+        return {"loss": loss}

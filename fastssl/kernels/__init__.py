@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 
 from fastssl.kernels import reference
-from fastssl.kernels.dispatch import BACKENDS, resolve_backend
-HAS_TRITON = False  # kernels land in the next commit; until then every backend is the reference
+from fastssl.kernels.dispatch import BACKENDS, HAS_TRITON, resolve_backend
 
 # The kernel modules share their names with the public functions below; importing them first and
 # defining the functions afterwards keeps `fastssl.kernels.info_nce` the function.

@@ -53,3 +53,22 @@ def resolve_backend(backend: str, x: torch.Tensor, supported: bool = True) -> st
 
 def on_gpu_or_interpreter(x: torch.Tensor) -> bool:
     return x.is_cuda or INTERPRET
+
+
+# Tests set FASTSSL_KERNELS_POISON=1 so that kernel output buffers start as NaN: an element a
+# kernel forgets to write then fails the comparison instead of passing on leftover memory.
+POISON = os.environ.get("FASTSSL_KERNELS_POISON", "0") == "1"
+
+
+def new_output(*shape: int, device: torch.device, dtype: torch.dtype = torch.float32):
+    """Allocate a kernel output buffer (NaN-filled when poisoning is on)."""
+    if POISON:
+        return torch.full(shape, float("nan"), device=device, dtype=dtype)
+    return torch.empty(shape, device=device, dtype=dtype)
+
+
+def num_programs_target(device: torch.device) -> int:
+    """How many programs fill the device: two per SM on a GPU, a handful in the interpreter."""
+    if device.type == "cuda":
+        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 4

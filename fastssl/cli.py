@@ -18,6 +18,8 @@ USAGE = """usage:
                 [--resume] [--KEY=VALUE ...]
   fastssl eval {knn,linear} --checkpoint CKPT [--data DIR]
   fastssl data synth {shapes,digits} OUT
+  fastssl data masks DIR [options]        (fastssl data masks --help)
+  fastssl profile [train options]         (fastssl profile --help)
 """
 
 
@@ -71,6 +73,10 @@ def cmd_eval(argv: list[str]) -> int:
 
 
 def cmd_data(argv: list[str]) -> int:
+    if argv[:1] == ["masks"]:
+        from fastssl.data.masks import main as masks_main
+
+        return masks_main(argv[1:])
     p = argparse.ArgumentParser(prog="fastssl data")
     sub = p.add_subparsers(dest="action", required=True)
     synth = sub.add_parser("synth", help="write an embedded data set in the standard layout")
@@ -87,7 +93,13 @@ def cmd_data(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data}
+def cmd_profile(argv: list[str]) -> int:
+    from fastssl.profile import main as profile_main
+
+    return profile_main(argv)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "profile": cmd_profile}
 
 
 def main(argv: list[str] | None = None) -> int:

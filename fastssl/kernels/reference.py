@@ -13,6 +13,11 @@ import torch.nn.functional as F
 from fastssl import distributed as fdist
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision values promoted to float32; float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def info_nce(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -35,7 +40,7 @@ def info_nce(
         pos = (q * k).sum(dim=1, keepdim=True)
         logits = torch.cat([pos, q @ negatives.T], dim=1) / temperature
         target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits.float(), target)
+    return F.cross_entropy(_wide(logits), target)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -46,7 +51,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     """
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     n = z1.shape[0]
-    logits = (z @ z.T / temperature).float()
+    logits = _wide(z @ z.T / temperature)
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
     return F.cross_entropy(logits, target)
@@ -56,11 +61,12 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051)
     """Barlow Twins. z1, z2: N×D.
 
     Each is standardised over the batch (BatchNorm without affine: biased variance, eps 1e-5),
-    C = z1nᵀ z2n / N (D×D), loss = Σ_i (1 - C_ii)² + λ Σ_{i≠j} C_ij².
+    C = z1nᵀ z2n / N (D×D), loss = Σ_i (1 - C_ii)² + λ Σ_{i≠j} C_ij². Half-precision inputs are
+    computed in float32.
     """
     n = z1.shape[0]
-    z1n = F.batch_norm(z1.float(), None, None, training=True, eps=1e-5)
-    z2n = F.batch_norm(z2.float(), None, None, training=True, eps=1e-5)
+    z1n = F.batch_norm(_wide(z1), None, None, training=True, eps=1e-5)
+    z2n = F.batch_norm(_wide(z2), None, None, training=True, eps=1e-5)
     c = z1n.T @ z2n / n
     diag = torch.diagonal(c)
     on_diag = (1 - diag).pow(2).sum()

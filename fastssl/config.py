@@ -46,6 +46,13 @@ class Config:
     local_crops: int = 0
     local_crop_size: int = 16
     local_scale: tuple[float, float] = (0.05, 0.2)
+    # background augmentation (Ryali et al. 2021; fastssl.pipelines.background): none | rm |
+    # random | swaps, its probability, an optional directory of background images, and what to
+    # do for an image without a usable mask in DIR/masks/ (error | skip: keep its background)
+    bg_mode: str = "none"
+    bg_p: float = 0.5
+    bg_bank: str = ""
+    bg_missing_mask: str = "error"
     # model
     backbone: str = "small_cnn"  # small_cnn | resnet18 | resnet50 | vit_s | vit_b
     small_stem: bool = True  # 3x3 stride-1 stem without max-pool for small images
@@ -203,6 +210,8 @@ def validate(cfg: Config) -> None:
         "loader": ("auto", "dali", "torch"),
         "optimizer": ("sgd", "adamw", "lars"),
         "lr_scaling": ("linear", "sqrt", "none"),
+        "bg_mode": ("none", "rm", "random", "swaps"),
+        "bg_missing_mask": ("error", "skip"),
     }
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
@@ -215,6 +224,8 @@ def validate(cfg: Config) -> None:
         lo, hi = getattr(cfg, key)
         if not 0 < lo <= hi <= 1:
             raise ConfigError(f"config key '{key}' must satisfy 0 < min <= max <= 1, got {lo, hi}")
+    if not 0 <= cfg.bg_p <= 1:
+        raise ConfigError(f"config key 'bg_p' must be in [0, 1], got {cfg.bg_p}")
 
 
 def save(cfg: Config, path: str | Path) -> None:

@@ -30,6 +30,7 @@ from fastssl.methods import build_method, get_method
 from fastssl.metrics import MetricsLog, plot_curves
 from fastssl.optim import build_optimizer, cosine_factor, set_lr
 from fastssl.pipelines import build_train_loader, resolve_loader
+from fastssl.pipelines.background import bg_options
 from fastssl.pipelines.torch_loader import eval_loader
 from fastssl.pipelines.views import specs_for
 
@@ -142,7 +143,7 @@ def setup(cfg: Config) -> Run:
     loader = build_train_loader(
         resolve_loader(cfg.loader, device.type), index.train, specs,
         batch_size=cfg.batch_size // world, workers=cfg.workers, seed=cfg.seed, rank=rank,
-        world=world, device_type=device.type)
+        world=world, device_type=device.type, **bg_options(cfg, index))
     steps_per_epoch = len(loader)
 
     torch.manual_seed(cfg.seed)  # same seed on every process: identical initial weights

@@ -13,7 +13,7 @@ import torch
 
 from fastssl.config import Config
 from fastssl.distributed import gather_with_grad
-from fastssl.kernels import nt_xent
+from fastssl.kernels import info_nce, nt_xent
 from fastssl.methods.base import Method
 from fastssl.models.heads import mlp
 
@@ -40,8 +40,13 @@ class SimCLR(Method):
         self.temperature = a.temperature
         dims = [self.feat_dim] + [a.proj_hidden_dim] * (a.head_layers - 1) + [a.proj_dim]
         self.projector = mlp(dims, last_bn=a.head_layers >= 3)
+        self.bg_swaps = cfg.bg_mode == "swaps"  # BG_Swaps views come last
 
     def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        z1, z2 = self.projector(self.backbone(torch.cat(views[:2]))).chunk(2)
+        batch = views[:2] + (views[-2:] if self.bg_swaps else [])
+        z1, z2, *swaps = self.projector(self.backbone(torch.cat(batch))).chunk(len(batch))
         loss = nt_xent(gather_with_grad(z1), gather_with_grad(z2), temperature=self.temperature)
+        if swaps:  # BG_Swaps (Ryali et al. 2021): anchor fg on another bg is a positive, another
+            # fg on the anchor's bg a hard negative (used as extra negatives, no gradient)
+            loss = loss + info_nce(z1, swaps[0], queue=swaps[1], temperature=self.temperature)
         return {"loss": loss}

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
 from fastssl.data.layout import Split
+from fastssl.pipelines.background import BgOptions, bank_files, resolve_masks, torch_background
 from fastssl.pipelines.batches import epoch_batches
 from fastssl.pipelines.views import MEAN, STD, ViewSpec
 
@@ -23,9 +24,16 @@ log = logging.getLogger(__name__)
 
 def view_transform(spec: ViewSpec) -> T.Compose:
     """The torchvision version of one view (uint8 CHW in, normalised float CHW out)."""
+    if spec.scale_jitter[1] > 0:  # large-scale jitter (as dali_augment.scale_jitter)
+        crop = [T.ScaleJitter((spec.size, spec.size), spec.scale_jitter, antialias=True),
+                T.RandomCrop(spec.size, pad_if_needed=True)]
+    else:
+        crop = [T.RandomResizedCrop(spec.size, scale=spec.scale, ratio=spec.ratio, antialias=True)]
+    n, m = spec.randaugment
     return T.Compose([
-        T.RandomResizedCrop(spec.size, scale=spec.scale, ratio=spec.ratio, antialias=True),
+        *crop,
         T.RandomHorizontalFlip(spec.flip_p),
+        *([T.RandAugment(num_ops=n, magnitude=m, fill=128)] if n > 0 else []),
         T.RandomApply([T.ColorJitter(*spec.jitter)], p=spec.jitter_p),
         T.RandomGrayscale(spec.gray_p),
         T.RandomApply([T.GaussianBlur(spec.blur_kernel, spec.blur_sigma)], p=spec.blur_p),
@@ -47,13 +55,19 @@ class ImageFiles(Dataset):
     readable image (deterministically); ``corrupt`` counts them across worker processes.
     """
 
-    def __init__(self, split: Split, transforms: list, seed: int = 0) -> None:
+    def __init__(self, split: Split, transforms: list, seed: int = 0,
+                 bg: BgOptions | None = None) -> None:
         self.split = split
         self.transforms = transforms
         self.seed = seed
         self.epoch = 0
         self.corrupt = mp.Value("i", 0)
         self._bad: set[int] = set()
+        self.bg = bg if bg is not None and bg.mode != "none" else None
+        self.bg_skipped = 0
+        if self.bg is not None:  # background augmentation: masks checked up front, as in DALI
+            self.masks, self.bg_skipped = resolve_masks(split, self.bg)
+            self.bank = bank_files(self.bg.bank) if self.bg.bank else []
 
     def __len__(self) -> int:
         return len(self.split)
@@ -73,11 +87,35 @@ class ImageFiles(Dataset):
                 log.warning("skipping unreadable image %s (%s)", self.split.paths[i], e)
         raise RuntimeError(f"no readable image in {self.split.paths[0].parent.parent}")
 
+    def _background(self, image: torch.Tensor, index: int):
+        """BG_RM / BG_Random / BG_Swaps of one sample (math shared with DALI: background.py)."""
+        def load(path, mode="RGB"):
+            with Image.open(path) as im:
+                return T.functional.pil_to_tensor(im.convert(mode))
+
+        def mask_of(i):
+            return load(self.masks[i], "L") if self.masks[i] else None
+
+        bg = self.bg
+        apply = bool(torch.rand(()) < bg.p)
+        if bg.mode in ("rm", "random") and not apply:
+            return image, []
+        other = None
+        if bg.mode != "rm":
+            j = int(torch.randint(len(self), ()))
+            other = (self._decode(j), mask_of(j))
+        bank = load(self.bank[int(torch.randint(len(self.bank), ()))]) if self.bank else None
+        return torch_background(image, mask_of(index), other, mode=bg.mode, apply=apply, bank=bank)
+
     def __getitem__(self, index: int):
         image = self._decode(index)
         # per-sample seed: views independent of worker assignment and resume position
         torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+        extra = []
+        if self.bg is not None:
+            image, extra = self._background(image, index)
         views = [t(image) for t in self.transforms]
+        views += [self.transforms[0](x) for x in extra]  # BG_Swaps: positive, hard negative
         return views, self.split.labels[index]
 
 
@@ -85,8 +123,8 @@ class TorchTrainLoader:
     """Batches of ``(views, labels)`` from the torchvision pipeline, sharded over processes."""
 
     def __init__(self, split: Split, specs: list[ViewSpec], *, batch_size: int, workers: int,
-                 seed: int, rank: int = 0, world: int = 1) -> None:
-        self.dataset = ImageFiles(split, [view_transform(s) for s in specs], seed)
+                 seed: int, rank: int = 0, world: int = 1, bg: BgOptions | None = None) -> None:
+        self.dataset = ImageFiles(split, [view_transform(s) for s in specs], seed, bg)
         self.batch_size, self.workers = batch_size, workers
         self.seed, self.rank, self.world = seed, rank, world
         self.batches_per_epoch = len(split) // (batch_size * world)

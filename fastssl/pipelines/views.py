@@ -21,6 +21,11 @@ class ViewSpec:
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.0
+    # strong augmentation (self-training): RandAugment (N ops, magnitude M of 31 bins; (0, 0) =
+    # off) and large-scale jitter (resize the longer side to size * U(lo, hi), then random crop /
+    # pad to size; (0, 0) = off, RandomResizedCrop is used instead)
+    randaugment: tuple[int, int] = (0, 0)
+    scale_jitter: tuple[float, float] = (0.0, 0.0)
 
     @property
     def blur_kernel(self) -> int:
@@ -44,6 +49,11 @@ _GLOBAL: dict[str, list[ViewSpec]] = {
              ViewSpec(0, (0.08, 1.0), blur_p=0.1, solarize_p=0.2)],
     # SwAV: colour distortion strength 0.8 ((0.8, 0.8, 0.8, 0.2) p=0.8), grey 0.2, blur p=0.5
     "swav": [_simclr()],
+    # self-training student view (Xie et al. 2020 Noisy Student: RandAugment N=2, M=27 of 31 bins
+    # is their strongest; 9 is the common ImageNet default) plus large-scale jitter 0.5-2.0
+    # (Ghiasi et al. 2021, copy-paste); colour ops come from RandAugment, so jitter/grey are off
+    "strong": [ViewSpec(0, (0.08, 1.0), jitter_p=0.0, gray_p=0.0, randaugment=(2, 9),
+                        scale_jitter=(0.5, 2.0))],
 }
 
 

@@ -1,0 +1,254 @@
+"""The DALI loader: decode once, crop many, every crop its own named output.
+
+One pipeline definition for both devices: ``device_type == "cuda"`` decodes with nvJPEG
+("mixed") and runs every op on the GPU; otherwise the same graph runs on CPU (DALI 2.4 runs CPU
+pipelines without a driver), which is what the CPU tests exercise.
+
+Epoch order and sharding. The order of an epoch is :func:`epoch_batches` (the same as the
+torchvision loader: a seeded permutation, full global batches only, each rank its contiguous
+slice). The file list handed to ``fn.readers.file`` is the ranks' slices laid end to end, and the
+reader shards it (``shard_id``/``num_shards``; shards are equal, ``pad_last_batch`` only guards
+the invariant), so rank r reads exactly its slice; the iterator takes the epoch size from the
+reader (``reader_name``). Every sample is seen at most once per epoch across ranks, and only the
+incomplete last global batch is left out.
+
+Determinism and resume. A pipeline is built per epoch with a seed derived from (seed, epoch,
+rank); DALI's random ops keep one generator per sample slot, so the views are reproducible for a
+given seed, batch size, world size, device type and DALI version (measured: identical across
+thread counts). ``epoch(e, start_batch)`` replays the first ``start_batch`` batches (decoded and
+augmented, then dropped), so a resumed epoch yields exactly the batches an uninterrupted run
+would; the price is up to one epoch of pipeline time at resume. Not exact: CPU vs GPU (different
+JPEG decoders and resampling), a different batch size or world size, another DALI version.
+
+Bad files. Before an epoch every file gets a fast completeness check (image signature at the
+start, JPEG end-of-image / PNG IEND marker at the end), which catches truncated and non-image
+files without decoding. A file that still fails to decode mid-epoch (corrupt entropy data that
+the decoder rejects) is located (DALI names it, or each file of the failing batches is decoded
+with PIL), and the epoch is rebuilt and replayed up to the failing batch. Bad files are reported
+once with their path, counted in ``corrupt_count`` and replaced by the next readable file of the
+split (deterministically, as in the torchvision loader).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+from nvidia.dali import fn, pipeline_def
+from nvidia.dali.pipeline import Pipeline
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+from fastssl.data.layout import Split
+from fastssl.pipelines import dali_augment as A
+from fastssl.pipelines.background import BgOptions, bank_files, resolve_masks
+from fastssl.pipelines.batches import epoch_batches
+from fastssl.pipelines.views import ViewSpec
+
+log = logging.getLogger(__name__)
+
+READER = "Reader"  # the reader that defines the epoch (iterator's reader_name)
+PREFETCH = 2  # DALI's default prefetch queue depth; a failing batch is at most this far ahead
+_PNG = b"\x89PNG\r\n\x1a\n"
+_FULL_MASK_PNG = "fastssl-full-mask.png"  # 1x1 255: "no background change" for skipped masks
+
+
+def looks_complete(path: Path) -> bool:
+    """A cheap check (two small reads) that a JPEG/PNG file is whole: its signature is there and
+    its end marker (JPEG EOI ``FFD9`` / PNG ``IEND``) is in the last bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64))
+            tail = f.read()
+    except OSError:
+        return False
+    if head[:3] == b"\xff\xd8\xff":
+        return b"\xff\xd9" in tail  # some encoders append padding after EOI
+    if head == _PNG:
+        return b"IEND" in tail
+    return False
+
+
+def decodes(path: Path) -> bool:
+    """Full decode with PIL (slow path, only used to locate a file DALI failed on)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
+@pipeline_def(enable_conditionals=True)
+def ssl_pipeline(files: list[str], labels: list[int], specs: list[ViewSpec], *, shard_id: int,
+                 num_shards: int, device_type: str, bg: BgOptions | None = None,
+                 mask_files: list[str] | None = None, bank: list[str] | None = None):
+    """Reader -> decode once -> (background) -> one ``augment_view`` per crop; outputs
+    ``view0 .. viewN-1, labels``."""
+    shard = dict(shard_id=shard_id, num_shards=num_shards, random_shuffle=False,
+                 pad_last_batch=True, stick_to_shard=True)
+    encoded, label = fn.readers.file(files=files, labels=labels, name=READER, **shard)
+    images = A.decode(encoded, device_type)
+    extra = []
+    if bg is not None:
+        encoded_masks, _ = fn.readers.file(files=mask_files, **shard)  # same order as images
+        masks = A.decode(encoded_masks, device_type, gray=True)
+        backgrounds = None
+        if bank:
+            encoded_bank, _ = fn.readers.file(files=bank, random_shuffle=True, initial_fill=256)
+            backgrounds = A.decode(encoded_bank, device_type)
+        images, extra = A.apply_background(
+            images, masks, fn.peek_image_shape(encoded), mode=bg.mode, p=bg.p,
+            batch_size=Pipeline.current().max_batch_size, bank=backgrounds)
+    views = [A.augment_view(images, spec) for spec in specs]
+    views += [A.augment_view(x, specs[0]) for x in extra]  # BG_Swaps: appended last
+    return (*views, label)
+
+
+def _seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2**31 - 1)
+
+
+class DaliTrainLoader:
+    """Batches of ``(views, labels)`` from a DALI pipeline (see the module docstring)."""
+
+    def __init__(self, split: Split, specs: list[ViewSpec], *, batch_size: int, workers: int,
+                 seed: int, rank: int = 0, world: int = 1, device_type: str = "cpu",
+                 bg: BgOptions | None = None, device_id: int | None = None) -> None:
+        self.split, self.specs = split, list(specs)
+        self.batch_size, self.threads = batch_size, max(1, workers)
+        self.seed, self.rank, self.world = seed, rank, world
+        self.device_type = device_type
+        self.device_id = (device_id if device_id is not None else
+                          (torch.cuda.current_device() if device_type == "cuda" else None))
+        self.bg = bg
+        self.bg_skipped = 0
+        self.masks: list[str] | None = None
+        self.bank: list[str] | None = None
+        if bg is not None and bg.mode != "none":
+            masks, self.bg_skipped = resolve_masks(split, bg)
+            full = self._full_mask() if self.bg_skipped else ""
+            self.masks = [str(m) if m is not None else full for m in masks]
+            self.bank = [str(p) for p in bank_files(bg.bank)] if bg.bank else None
+        else:
+            self.bg = None
+        self.batches_per_epoch = len(epoch_batches(len(split), batch_size, seed=seed, epoch=0,
+                                                   rank=rank, world=world))
+        self._bad: set[int] = set()
+        self._checked = False
+        self._replacement: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    @property
+    def corrupt_count(self) -> int:
+        return len(self._bad)
+
+    @property
+    def num_views(self) -> int:
+        return len(self.specs) + (self.bg.extra_views if self.bg else 0)
+
+    def _full_mask(self) -> str:
+        import tempfile
+
+        from PIL import Image
+
+        path = Path(tempfile.gettempdir()) / _FULL_MASK_PNG
+        if not path.exists():
+            Image.new("L", (1, 1), 255).save(path)
+        return str(path)
+
+    # -- bad files -------------------------------------------------------------------------
+    def _mark_bad(self, i: int, why: str) -> None:
+        if i not in self._bad:
+            self._bad.add(i)
+            log.warning("skipping unreadable image %s (%s); replaced by the next readable one",
+                        self.split.paths[i], why)
+
+    def _check_files(self) -> None:
+        if not self._checked:
+            for i, p in enumerate(self.split.paths):
+                if not looks_complete(p):
+                    self._mark_bad(i, "truncated or not a JPEG/PNG")
+            self._checked = True
+        if len(self._bad) == len(self.split):
+            raise RuntimeError(f"no readable image in {self.split.paths[0].parent.parent}")
+        self._replacement = {}
+        for i in self._bad:
+            j = i
+            while j in self._bad:
+                j = (j + 1) % len(self.split)
+            self._replacement[i] = j
+
+    def _locate_bad(self, error: Exception, indices: list[int]) -> bool:
+        """Find the file(s) behind a decode error among ``indices``; True if one was found."""
+        found = False
+        by_path = {str(self.split.paths[i]): i for i in indices}
+        for path in re.findall(r"Failed to decode sample #\d+ : (.+)", str(error)):
+            if path.strip() in by_path:
+                self._mark_bad(by_path[path.strip()], "decode failed")
+                found = True
+        if not found:
+            for i in indices:
+                if i not in self._bad and not decodes(self.split.paths[i]):
+                    self._mark_bad(i, "decode failed")
+                    found = True
+        return found
+
+    # -- epochs ----------------------------------------------------------------------------
+    def _order(self, epoch: int) -> list[int]:
+        """All ranks' sample indices for the epoch, rank 0's slice first (the reader shards it)."""
+        per_rank = [sum(epoch_batches(len(self.split), self.batch_size, seed=self.seed,
+                                      epoch=epoch, rank=r, world=self.world), [])
+                    for r in range(self.world)]
+        return sum(per_rank, [])
+
+    def _iterator(self, epoch: int, order: list[int]) -> DALIGenericIterator:
+        src = [self._replacement.get(i, i) for i in order]
+        files = [str(self.split.paths[i]) for i in src]
+        extra = {}
+        if self.bg is not None:
+            extra = dict(bg=self.bg, mask_files=[self.masks[i] for i in src], bank=self.bank)
+        pipe = ssl_pipeline(files, [self.split.labels[i] for i in order], self.specs,
+                            shard_id=self.rank, num_shards=self.world,
+                            device_type=self.device_type, batch_size=self.batch_size,
+                            num_threads=self.threads, device_id=self.device_id,
+                            seed=_seed(self.seed, epoch, self.rank),
+                            prefetch_queue_depth=PREFETCH, **extra)
+        names = [f"view{i}" for i in range(self.num_views)] + ["labels"]
+        return DALIGenericIterator(pipe, names, reader_name=READER, auto_reset=False,
+                                   last_batch_policy=LastBatchPolicy.DROP)
+
+    def epoch(self, epoch: int, start_batch: int = 0):
+        """Yield ``(views, labels)`` for batches ``start_batch ..`` of ``epoch``."""
+        order = self._order(epoch)
+        mine = order[self.rank * len(order) // self.world:
+                     (self.rank + 1) * len(order) // self.world]
+        done = start_batch  # batches already delivered (or to be skipped)
+        while True:
+            self._check_files()
+            b = 0
+            try:  # building the iterator already runs the first batches
+                for out in self._iterator(epoch, order):
+                    if b >= done:
+                        d = out[0]
+                        yield [d[f"view{i}"] for i in range(self.num_views)], \
+                            d["labels"].reshape(-1).long()
+                        done = b + 1
+                    b += 1
+                return
+            except RuntimeError as e:
+                if "decode" not in str(e).lower() and "Failed" not in str(e):
+                    raise
+                lo = b * self.batch_size
+                window = mine[lo:lo + (PREFETCH + 2) * self.batch_size]
+                if not self._locate_bad(e, [self._replacement.get(i, i) for i in window]):
+                    raise
+                log.warning("rebuilding the DALI pipeline of epoch %d and replaying %d batches",
+                            epoch, done)

@@ -1,0 +1,122 @@
+"""Augmentations as plain functions over DALI DataNodes, called from the pipeline definition in
+``dali.py`` (which must be built with ``enable_conditionals=True``).
+
+Every function works on CPU and GPU DataNodes alike: the device follows the input, so the CPU
+test exercises the same graph that runs on a GPU. Probabilistic ops are DALI conditionals on a
+per-sample coin flip: only the selected samples go through the op. Layout: HWC uint8 until
+:func:`augment_view` normalises to CHW float.
+"""
+
+from __future__ import annotations
+
+from nvidia.dali import fn, types
+
+from fastssl.pipelines.background import GREY, composite
+from fastssl.pipelines.views import MEAN, STD, ViewSpec
+
+
+def decode(encoded, device_type: str, *, gray: bool = False):
+    """Decode once per sample: nvJPEG on the GPU ("mixed") for CUDA runs, libjpeg-turbo on CPU."""
+    return fn.decoders.image(encoded, device="mixed" if device_type == "cuda" else "cpu",
+                             output_type=types.GRAY if gray else types.RGB)
+
+
+def coin(p: float):
+    return fn.random.coin_flip(probability=p, dtype=types.BOOL)
+
+
+def uniform(lo: float, hi: float):
+    """Per-sample U(lo, hi); a constant when the range is empty (DALI rejects lo == hi)."""
+    return fn.random.uniform(range=(lo, hi)) if hi > lo else float(lo)
+
+
+def solarize(images):
+    """x -> 255 - x where x >= 128 (torchvision's threshold 128); 255 - x == x XOR 255 on uint8."""
+    flip = fn.cast(images >= 128, dtype=types.UINT8) * types.Constant(255, dtype=types.UINT8)
+    return images ^ flip
+
+
+def to_uint8(x):
+    """Round a float image back to uint8 (saturating) before the per-view ops."""
+    return fn.cast(x + 0.5, dtype=types.UINT8)
+
+
+def scale_jitter(images, size: int, scale: tuple[float, float]):
+    """Large-scale jitter: longer side to ``size * U(scale)``, then a random ``size`` x ``size``
+    crop, zero-padded where the resized image is smaller (torchvision: ScaleJitter + RandomCrop
+    with pad_if_needed)."""
+    s = uniform(*scale)
+    images = fn.resize(images, resize_longer=size * s, antialias=True)
+    return fn.crop(images, crop=(size, size), crop_pos_x=fn.random.uniform(range=(0.0, 1.0)),
+                   crop_pos_y=fn.random.uniform(range=(0.0, 1.0)), out_of_bounds_policy="pad",
+                   fill_values=0)
+
+
+def augment_view(images, spec: ViewSpec):
+    """One view of every sample, in torchvision's order: crop -> (flip) -> colour jitter ->
+    grayscale -> blur -> solarize -> normalise. The flip is folded into the final
+    crop_mirror_normalize; it commutes with the colour ops and with the symmetric blur."""
+    if spec.scale_jitter[1] > 0:
+        images = scale_jitter(images, spec.size, spec.scale_jitter)
+    else:
+        images = fn.random_resized_crop(images, size=(spec.size, spec.size),
+                                        random_area=spec.scale, random_aspect_ratio=spec.ratio,
+                                        num_attempts=10, antialias=True)  # 10: as torchvision
+    if spec.randaugment[0] > 0:
+        import warnings
+
+        from nvidia.dali.auto_aug import rand_augment
+
+        n, m = spec.randaugment
+        with warnings.catch_warnings():  # DALI's own suite still uses deprecated op aliases
+            warnings.simplefilter("ignore", DeprecationWarning)
+            images = rand_augment.rand_augment(images, n=n, m=m, shape=(spec.size, spec.size),
+                                               fill_value=int(GREY))
+    b, c, s, h = spec.jitter
+    if spec.jitter_p > 0 and coin(spec.jitter_p):
+        # torchvision ColorJitter draws each factor from [max(0, 1 - x), 1 + x] and the hue shift
+        # from [-h, h] turns (DALI: degrees, hence * 360); DALI applies the four in a fixed order
+        # rather than torchvision's random permutation.
+        images = fn.color_twist(images, brightness=uniform(max(0, 1 - b), 1 + b),
+                                contrast=uniform(max(0, 1 - c), 1 + c),
+                                saturation=uniform(max(0, 1 - s), 1 + s),
+                                hue=uniform(-360 * h, 360 * h))
+    if spec.gray_p > 0 and coin(spec.gray_p):
+        images = fn.color_twist(images, saturation=0.0)
+    if spec.blur_p > 0 and coin(spec.blur_p):
+        images = fn.gaussian_blur(images, window_size=spec.blur_kernel,
+                                  sigma=uniform(*spec.blur_sigma))
+    if spec.solarize_p > 0 and coin(spec.solarize_p):
+        images = solarize(images)
+    return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
+                                    mean=[255 * m for m in MEAN], std=[255 * s for s in STD],
+                                    mirror=fn.random.coin_flip(probability=spec.flip_p))
+
+
+def apply_background(images, masks, shapes, *, mode: str, p: float, batch_size: int,
+                     bank=None):
+    """Background augmentation before the per-view ops (see ``background.py``).
+
+    ``masks``: HW1 uint8 (255 = foreground); ``shapes``: the decoded HWC shapes (CPU, from
+    ``peek_image_shape``) that backgrounds are resized to; ``bank``: decoded bank images or None
+    (then another image of the batch: sample i takes sample i + 1's). Returns ``(images, extra)``
+    with ``extra`` the BG_Swaps positive and hard negative (empty for other modes).
+    """
+    size = fn.cast(shapes[0:2], dtype=types.FLOAT)  # (H, W): resize's order for HWC
+    rotate = [(i + 1) % batch_size for i in range(batch_size)]
+    other = bank if bank is not None else fn.permute_batch(images, indices=rotate)
+    if mode == "rm":
+        if coin(p):
+            images = to_uint8(composite(images, masks, GREY))
+    elif mode == "random":
+        if coin(p):
+            images = to_uint8(composite(images, masks, fn.resize(other, size=size)))
+    elif mode == "swaps":
+        # the other image's foreground and mask, resized to the anchor
+        o_img = fn.resize(fn.permute_batch(images, indices=rotate), size=size)
+        o_mask = fn.resize(fn.permute_batch(masks, indices=rotate), size=size,
+                           interp_type=types.INTERP_NN)
+        positive = to_uint8(composite(images, masks, fn.resize(other, size=size)))
+        negative = to_uint8(composite(o_img, o_mask, images))
+        return images, [positive, negative]
+    return images, []

@@ -36,10 +36,12 @@ def composite(fg, mask, bg):
     """``fg`` where ``mask`` is 255, ``bg`` where it is 0, linear in between (soft edges).
 
     Works on DALI DataNodes and torch tensors alike (operators only); ``mask`` broadcasts over
-    channels (H, W, 1 or 1, H, W). The result is float; exact at 0 and 255 because
-    ``bg + (fg - bg) * 1.0 == fg`` for integer-valued floats.
+    channels (H, W, 1 or 1, H, W). Every product has a float factor, so uint8 inputs are
+    promoted before any subtraction could wrap; the result is float and exact at 0 and 255
+    (``fg * 1 + bg * 0 == fg``).
     """
-    return bg + (fg - bg) * (mask * (1.0 / 255.0))
+    alpha = mask * (1.0 / 255.0)
+    return fg * alpha + bg * (1.0 - alpha)
 
 
 @dataclass

@@ -37,8 +37,8 @@ def solarize(images):
 
 
 def to_uint8(x):
-    """Round a float image back to uint8 (saturating) before the per-view ops."""
-    return fn.cast(x + 0.5, dtype=types.UINT8)
+    """Float image back to uint8 before the per-view ops (DALI's cast rounds and saturates)."""
+    return fn.cast(x, dtype=types.UINT8)
 
 
 def scale_jitter(images, size: int, scale: tuple[float, float]):

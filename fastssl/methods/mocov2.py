@@ -1,0 +1,89 @@
+"""MoCo v2 (Chen et al. 2020): momentum key encoder and a queue of negatives.
+
+Query encoder: backbone -> MLP head (2048-ReLU-128, no BN, as in the official code). Key encoder:
+an EMA copy (constant momentum 0.999) updated after each optimiser step. Loss: InfoNCE with
+temperature 0.2 over [positive key, queue of 65536 past keys]. The queue is a buffer (no
+gradient) updated in ``on_train_step_end`` with the keys gathered from every process, so it is
+the same on all of them.
+
+BatchNorm: the key batch is shuffled across processes before the key encoder and unshuffled
+after (shuffle-BN), so a query and its key never share BatchNorm statistics. With ``sync_bn``
+(global statistics) shuffling cannot help and is skipped; in a single process it is a no-op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from fastssl.config import Config
+from fastssl.distributed import gather, rank, world_size
+from fastssl.kernels import info_nce
+from fastssl.methods.base import Method
+from fastssl.models.ema import ema_update_, momentum_copy
+from fastssl.models.heads import mlp
+
+
+@dataclass
+class MoCoV2Args:
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 128
+    queue_size: int = 65536
+    ema_momentum: float = 0.999  # key encoder momentum (constant)
+    temperature: float = 0.2
+    shuffle_bn: bool = True  # under DDP without sync_bn
+
+
+class MoCoV2(Method):
+    name = "mocov2"
+    views = "mocov2"
+    Args = MoCoV2Args
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        a: MoCoV2Args = cfg.args
+        self.m, self.temperature = a.ema_momentum, a.temperature
+        self.shuffle_bn = a.shuffle_bn and not cfg.sync_bn
+        self.projector = mlp([self.feat_dim, a.proj_hidden_dim, a.proj_dim], hidden_bn=False)
+        self.key_encoder = momentum_copy(self.query_encoder())
+        self.register_buffer("queue", F.normalize(torch.randn(a.queue_size, a.proj_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._keys: torch.Tensor | None = None  # this step's keys, enqueued after the step
+
+    def query_encoder(self) -> nn.Sequential:
+        """Backbone + head (built on the fly: no second registration of the modules)."""
+        return nn.Sequential(self.backbone, self.projector)
+
+    @torch.no_grad()
+    def _keys_of(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.shuffle_bn and world_size() > 1):
+            return self.key_encoder(x)
+        # shuffle-BN (official MoCo): a random permutation of the global batch, broadcast from
+        # rank 0; each process encodes its slice of the shuffled batch, then the keys are put
+        # back in order.
+        x_all = gather(x)
+        perm = torch.randperm(x_all.shape[0], device=x.device)
+        dist.broadcast(perm, src=0)
+        n = x.shape[0]
+        mine = perm[rank() * n:(rank() + 1) * n]
+        k_all = gather(self.key_encoder(x_all[mine]))
+        return k_all[torch.argsort(perm)][rank() * n:(rank() + 1) * n]
+
+    def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        q = self.projector(self.backbone(views[0]))
+        k = self._keys_of(views[1])
+        self._keys = F.normalize(k.float(), dim=1)
+        loss = info_nce(q, k, self.queue, temperature=self.temperature)
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def on_train_step_end(self, step: int, total_steps: int) -> None:
+        ema_update_(self.key_encoder, self.query_encoder(), self.m)
+        keys = gather(self._keys)
+        idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % len(self.queue)
+        self.queue.index_copy_(0, idx, keys.to(self.queue.dtype))
+        self.queue_ptr.add_(keys.shape[0]).remainder_(len(self.queue))

@@ -1,0 +1,55 @@
+"""SimSiam (Chen & He 2021): a predictor on one branch, stop-gradient on the other.
+
+Projector: three layers of 2048 with BN (the last one BN without affine and without ReLU);
+predictor: bottleneck 2048 -> 512 -> 2048. Loss: symmetric negative cosine
+0.5 (D(p1, sg(z2)) + D(p2, sg(z1))). The predictor's learning rate is kept fixed (not scheduled),
+as the paper recommends (``fixed_lr`` parameter group).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fastssl.config import Config
+from fastssl.kernels import negative_cosine
+from fastssl.methods.base import Method, split_decay
+from fastssl.models.heads import mlp
+
+
+@dataclass
+class SimSiamArgs:
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 2048
+    pred_hidden_dim: int = 512
+    fixed_predictor_lr: bool = True
+
+
+class SimSiam(Method):
+    name = "simsiam"
+    views = "mocov2"  # SimSiam uses MoCo v2's augmentations
+    Args = SimSiamArgs
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        a: SimSiamArgs = cfg.args
+        self.fixed_predictor_lr = a.fixed_predictor_lr
+        # official code: bias-free hidden layers; output Linear then BN(affine=False)
+        self.projector = mlp([self.feat_dim, a.proj_hidden_dim, a.proj_hidden_dim, a.proj_dim],
+                             last_bn=True, last_bn_affine=False, bias=False)
+        self.predictor = mlp([a.proj_dim, a.pred_hidden_dim, a.proj_dim])
+
+    def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])  # one BN batch per view
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        loss = 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))  # z detached inside
+        return {"loss": loss}
+
+    def param_groups(self, cfg: Config) -> list[dict[str, Any]]:
+        encoder = [(n, p) for n, p in self.named_parameters() if not n.startswith("predictor.")]
+        groups = split_decay(encoder)
+        groups += split_decay(self.predictor.named_parameters(),
+                              fixed_lr=self.fixed_predictor_lr)
+        return groups

@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
         print(f"fastssl: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # e.g. a non-finite loss: the message names step and checkpoint
+        print(f"fastssl: error: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ from PIL import Image, ImageDraw, ImageFilter
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "arrow",
           "half_disc", "bar")
 SUPERSAMPLE = 4  # masks are drawn at 4x and box-downsampled for smooth, exact edges
+# Background colours stay within +-BG_CONTRAST of a random base colour: cluttered and varied,
+# but the shape remains the most salient object (as in natural object-centric photos).
+BG_CONTRAST = 50
 
 
 def fastssl_home() -> Path:
@@ -71,11 +74,13 @@ def _hsv_colour(rng: np.random.Generator, s: tuple[float, float], v: tuple[float
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A smooth random colour field with clutter: lines, dots and small blobs of random colours."""
-    field = rng.uniform(0, 255, (3, 3, 3)).astype(np.uint8)
-    bg = Image.fromarray(field).resize((size, size), Image.BICUBIC)
+    base = rng.uniform(60, 200, 3)
+    field = np.clip(base + rng.uniform(-BG_CONTRAST, BG_CONTRAST, (3, 3, 3)), 0, 255)
+    bg = Image.fromarray(field.astype(np.uint8)).resize((size, size), Image.BICUBIC)
     draw = ImageDraw.Draw(bg)
     for _ in range(rng.integers(8, 16)):
-        colour = tuple(int(c) for c in _hsv_colour(rng, (0.2, 1.0), (0.2, 1.0)))
+        colour = tuple(int(c) for c in np.clip(base + rng.uniform(-BG_CONTRAST, BG_CONTRAST, 3),
+                                               0, 255))
         x, y = rng.uniform(0, size, 2)
         kind = rng.integers(3)
         if kind == 0:
@@ -153,7 +158,7 @@ GENERATORS: dict[str, Callable[..., Path]] = {"shapes": synth_shapes, "digits": 
 
 def default_dataset() -> Path:
     """The embedded shapes set, generated once under ``$FASTSSL_HOME`` (atomically)."""
-    target = fastssl_home() / "data" / "shapes-v1"
+    target = fastssl_home() / "data" / "shapes-v2"
     if (target / ".complete").exists():
         return target
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")

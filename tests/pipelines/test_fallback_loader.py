@@ -1,0 +1,58 @@
+"""The torchvision fallback loader and the epoch order every loader shares."""
+
+import torch
+
+from fastssl.data.layout import scan
+from fastssl.pipelines.batches import epoch_batches
+from fastssl.pipelines.torch_loader import TorchTrainLoader
+from fastssl.pipelines.views import view_specs
+from tests.helpers import tiny_shapes
+
+
+def test_epoch_batches_shard_without_overlap():
+    one = epoch_batches(100, 8, seed=0, epoch=3, rank=0, world=1)
+    shards = [epoch_batches(100, 4, seed=0, epoch=3, rank=r, world=2) for r in range(2)]
+    assert len(one) == 12 and all(len(b) == 8 for b in one)
+    assert len(shards[0]) == len(shards[1]) == 12
+    merged = [a + b for a, b in zip(*shards, strict=True)]  # the global batch is split by rank
+    assert merged == one
+    seen = [i for b in one for i in b]
+    assert len(seen) == len(set(seen)) == 96
+    assert epoch_batches(100, 8, seed=0, epoch=4) != one  # reshuffled every epoch
+
+
+def test_batch_larger_than_dataset_is_an_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="larger than the dataset"):
+        epoch_batches(10, 8, seed=0, epoch=0, world=2)
+
+
+def test_views_shapes_and_determinism(tmp_path):
+    index = scan(tiny_shapes(tmp_path, per_class=4))
+    specs = view_specs("swav", crop_size=24, global_crops=2, global_scale=(0.14, 1.0),
+                       local_crops=3, local_crop_size=12)
+    loader = TorchTrainLoader(index.train, specs, batch_size=8, workers=0, seed=1)
+    assert len(loader) == 5
+    views, labels = next(loader.epoch(0))
+    assert [tuple(v.shape) for v in views] == [(8, 3, 24, 24)] * 2 + [(8, 3, 12, 12)] * 3
+    assert all(v.dtype == torch.float32 for v in views) and labels.shape == (8,)
+    # same (seed, epoch, sample) -> same views, whatever the worker count or start batch
+    with_workers = TorchTrainLoader(index.train, specs, batch_size=8, workers=2, seed=1)
+    second = list(with_workers.epoch(0))[1]
+    resumed = next(loader.epoch(0, start_batch=1))
+    for a, b in zip(second[0], resumed[0], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_corrupt_file_is_reported_skipped_and_counted(tmp_path, caplog):
+    root = tiny_shapes(tmp_path, per_class=2)
+    index = scan(root)
+    bad = index.train.paths[3]
+    bad.write_bytes(bad.read_bytes()[:40])  # a truncated JPEG
+    specs = view_specs("simclr", crop_size=16, global_crops=2, global_scale=(0.2, 1.0))
+    loader = TorchTrainLoader(index.train, specs, batch_size=4, workers=0, seed=0)
+    batches = list(loader.epoch(0))
+    assert len(batches) == len(loader) == 5
+    assert loader.corrupt_count == 1
+    assert str(bad) in caplog.text

@@ -277,4 +277,4 @@ _barlow_twins_op.register_autograd(_backward_autograd, setup_context=_setup_cont
 
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, *, lambd: float = 0.0051) -> torch.Tensor:
     """Fused Barlow Twins loss, same semantics as ``reference.barlow_twins_loss`` (float32)."""
-    return _barlow_twins_op(z1, z2, lambd)[0]
+    return _barlow_twins_op(z1, z2.to(z1.dtype), lambd)[0]

@@ -55,14 +55,11 @@ def on_gpu_or_interpreter(x: torch.Tensor) -> bool:
     return x.is_cuda or INTERPRET
 
 
-# Tests set FASTSSL_KERNELS_POISON=1 so that kernel output buffers start as NaN: an element a
-# kernel forgets to write then fails the comparison instead of passing on leftover memory.
-POISON = os.environ.get("FASTSSL_KERNELS_POISON", "0") == "1"
-
-
 def new_output(*shape: int, device: torch.device, dtype: torch.dtype = torch.float32):
-    """Allocate a kernel output buffer (NaN-filled when poisoning is on)."""
-    if POISON:
+    """Allocate a kernel output buffer. Tests set FASTSSL_KERNELS_POISON=1 so buffers start as
+    NaN: an element a kernel forgets to write then fails the comparison instead of passing on
+    leftover memory."""
+    if os.environ.get("FASTSSL_KERNELS_POISON") == "1":
         return torch.full(shape, float("nan"), device=device, dtype=dtype)
     return torch.empty(shape, device=device, dtype=dtype)
 

@@ -281,12 +281,12 @@ def info_nce(
     """Fused InfoNCE, same semantics as ``reference.info_nce``."""
     scale = 1.0 / temperature
     q = F.normalize(query, dim=1)
-    k = F.normalize(key, dim=1)
+    k = F.normalize(key, dim=1).to(q.dtype)  # tl.dot wants one dtype (no-op when they agree)
     pos = (q.float() * k.float()).sum(dim=1) * scale
     if queue is None:
         lse = contrastive_lse(q, k, None, scale, False)
     else:
-        negatives = queue.detach()
+        negatives = queue.detach().to(q.dtype)  # e.g. an fp32 queue with bf16 autocast queries
         inv_norm = 1.0 / torch.linalg.vector_norm(negatives, dim=1, dtype=torch.float32)
         inv_norm = inv_norm.clamp_max(1e12)  # F.normalize's eps: a zero row stays zero
         lse = torch.logaddexp(pos, contrastive_lse(q, negatives, inv_norm, scale, False))

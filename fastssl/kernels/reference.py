@@ -31,12 +31,12 @@ def info_nce(
     (MoCo v2). The queue never takes a gradient. Returns the mean over the B rows.
     """
     q = F.normalize(query, dim=1)
-    k = F.normalize(key, dim=1)
+    k = F.normalize(key, dim=1).to(q.dtype)
     if queue is None:
         logits = q @ k.T / temperature
         target = torch.arange(q.shape[0], device=q.device)
     else:
-        negatives = F.normalize(queue.detach(), dim=1)
+        negatives = F.normalize(queue.detach(), dim=1).to(q.dtype)
         pos = (q * k).sum(dim=1, keepdim=True)
         logits = torch.cat([pos, q @ negatives.T], dim=1) / temperature
         target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)

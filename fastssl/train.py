@@ -28,6 +28,7 @@ from fastssl.eval.features import extract
 from fastssl.eval.knn import knn_top1
 from fastssl.methods import build_method, get_method
 from fastssl.metrics import MetricsLog, plot_curves
+from fastssl.models.sync_bn import convert_sync_batchnorm
 from fastssl.optim import build_optimizer, cosine_factor, set_lr
 from fastssl.pipelines import build_train_loader, resolve_loader
 from fastssl.pipelines.background import bg_options
@@ -150,8 +151,8 @@ def setup(cfg: Config) -> Run:
 
     torch.manual_seed(cfg.seed)  # same seed on every process: identical initial weights
     model = build_method(cfg)
-    if cfg.sync_bn and ddp:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.sync_bn and ddp:  # torch's SyncBatchNorm on CUDA, a global-statistics BN on gloo/CPU
+        model = convert_sync_batchnorm(model, device)
     model.to(device)
     optimizer = build_optimizer(model.param_groups(cfg), cfg)
 

@@ -1,0 +1,225 @@
+"""``fastssl profile``: is this pretraining run input-bound or compute-bound, by how much, and
+what to change.
+
+Takes the options of ``fastssl train`` (it builds the same ``Run`` through
+``fastssl.train.setup``) plus its own, then measures, in about ``--budget`` seconds:
+
+1. loader alone: images/s of ``run.loader`` after warm-up (and, for the torchvision loader, the
+   per-sample cost of each operator; for DALI, its executor statistics where exposed);
+2. step alone: ``fastssl.train.train_step`` on synthetic device-resident batches of the loader's
+   shapes (eager and compiled with ``--compile both``);
+3. end to end: the real loop, with the time blocked in the loader's ``next``, while sampling
+   CPU / GPU use;
+4. optionally the loader against its worker count (``--sweep``) and a torch.profiler trace.
+
+The measurements live in ``fastssl.profiling.measure``; the verdict, suggestions, table, JSON
+schema and plot in ``fastssl.profiling.report`` (schema documented in docs/profile.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fastssl.config import ConfigError, load_preset, parse_overrides, resolve
+from fastssl.methods import get_method
+from fastssl.pipelines import build_train_loader, resolve_loader
+from fastssl.pipelines.views import specs_for
+from fastssl.profiling import host, measure, report
+from fastssl.train import Run, setup
+
+log = logging.getLogger("fastssl.profile")
+
+HELP = """usage: fastssl profile [train options] [--repeats N] [--warmup N] [--steps N]
+                       [--compile auto|on|off|both] [--sweep] [--budget SECONDS]
+                       [--json OUT.json] [--plot OUT.png] [--trace DIR]
+
+Measures the loader alone, the training step alone (synthetic batches already on the device)
+and the real loop end to end, then prints whether the run is input-bound or compute-bound,
+by how much, and what to change. Train options (--method, --data, --loader, --workers,
+--batch_size, --backbone, --crop_size, --local_crops, --config PRESET, ...) are those of
+`fastssl train`.
+
+  --repeats N      repeats of each measurement (consecutive windows: median, min..max; default 3)
+  --warmup N       batches / steps run untimed before the windows (default 2)
+  --steps N        at most N batches / steps per window (default 20; --budget may cut it)
+  --compile both   time the step eager and compiled; the faster one runs end to end
+  --sweep          loader throughput against workers (DALI: threads) 1, 2, 4, ... cores
+  --budget S       seconds the timed windows of the three measurements share (default 60)
+  --json OUT.json  every number (schema: docs/profile.md)
+  --plot OUT.png   bar chart of loader / step / end-to-end throughput (+ sweep curve)
+  --trace DIR      torch.profiler chrome trace of a few end-to-end steps (TensorBoard, Perfetto)
+"""
+
+
+@dataclass
+class Options:
+    repeats: int = 3
+    warmup: int = 2
+    steps: int = 20
+    compile: str = "auto"  # auto | on | off: as the run; both: eager and compiled
+    sweep: bool = False
+    budget: float = 60.0
+    json: str = ""
+    plot: str = ""
+    trace: str = ""
+
+
+def parse(tokens: list[str]) -> tuple[Options, object]:
+    """Split profile options from train options; resolve the train config as ``fastssl train``."""
+    from fastssl.cli import _normalise  # the one parser of --key value / --flag tokens
+
+    overrides = parse_overrides(_normalise(tokens))
+    values = {}
+    for f in dataclasses.fields(Options):
+        if f.name == "compile" or f.name not in overrides:
+            continue
+        raw = overrides.pop(f.name)
+        try:
+            if f.type == "bool":
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError
+                values[f.name] = raw.lower() in ("true", "1", "yes", "on")
+            else:
+                values[f.name] = {"int": int, "float": float, "str": str}[f.type](raw)
+        except ValueError:
+            raise ConfigError(f"profile option '--{f.name}': bad value {raw!r}") from None
+    if overrides.get("compile") == "both":
+        overrides["compile"] = "off"  # the run is built eager; the compiled variant is added
+        values["compile"] = "both"
+    opts = Options(**values)
+    for key in ("repeats", "steps"):
+        if getattr(opts, key) < 1:
+            raise ConfigError(f"profile option '--{key}' must be >= 1")
+    if opts.warmup < 0:
+        raise ConfigError("profile option '--warmup' must be >= 0")
+    preset = load_preset(overrides.pop("config")) if "config" in overrides else None
+    cfg = resolve(preset, overrides)
+    if opts.compile != "both":
+        opts.compile = cfg.compile
+    return opts, cfg
+
+
+def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
+    """Every measurement, the verdict and suggestions, as the ``--json`` document."""
+    cfg, device = run.cfg, run.device
+    t_start = time.perf_counter()
+    created = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    name = resolve_loader(cfg.loader, device.type)
+    specs = specs_for(cfg, get_method(cfg.method).views)
+    counter = measure.StepCounter()
+    n = dict(warmup=opts.warmup, steps=opts.steps, repeats=opts.repeats)
+
+    def window(share: float) -> float:  # seconds per timed window for a phase's budget share
+        return opts.budget * share / opts.repeats
+
+    say(f"loader alone ({name}, {cfg.workers} workers)")
+    loader = measure.time_loader(run.loader, device, **n, window_s=window(0.25))
+    loader.update(name=name, workers=cfg.workers, batch_size=cfg.batch_size // run.world,
+                  batches_per_epoch=len(run.loader), operators=None,
+                  dali_executor_statistics=None)
+    say("loader operators")
+    try:
+        if name == "torch":
+            loader["operators"] = measure.torch_operator_costs(run.index.train.paths, specs)
+        else:
+            loader["operators"] = measure.dali_operator_costs(run.index.train.paths, specs,
+                                                              device.type)
+            loader["dali_executor_statistics"] = measure.dali_executor_statistics(run.loader)
+    except Exception as e:  # noqa: BLE001 - a breakdown failing must not lose the profile
+        log.warning("per-operator breakdown failed: %s", e)
+
+    eager = getattr(run.forward, "_orig_mod", run.forward)  # torch.compile keeps the original
+    if opts.compile == "both":
+        forwards = [(False, eager), (True, torch.compile(eager))]
+    else:
+        forwards = [(run.forward is not eager, run.forward)]
+    views = measure.synthetic_views(loader["shapes"], device, getattr(torch, loader["dtype"]))
+    variants = []
+    for compiled, forward in forwards:
+        say(f"step alone ({'compiled' if compiled else 'eager'})")
+        m = measure.time_step(measure.with_forward(run, forward), views, counter, **n,
+                              window_s=window(0.25 / len(forwards)), compiled=compiled)
+        variants.append({"compiled": compiled, **m})
+    del views
+    used = max(range(len(variants)), key=lambda i: variants[i]["images_per_s"]["median"])
+    run_used = measure.with_forward(run, forwards[used][1])
+
+    say("end to end")
+    with host.HostSampler(device) as sampler:
+        e2e = measure.end_to_end(run_used, counter, **n, window_s=window(0.35))
+    e2e.update(sampler.result())
+
+    sweep = None
+    if opts.sweep:
+        counts = measure.worker_counts(host.cores_available())
+        say(f"sweep over {counts}")
+
+        def make_loader(workers: int):
+            return build_train_loader(name, run.index.train, specs,
+                                      batch_size=cfg.batch_size // run.world, workers=workers,
+                                      seed=cfg.seed, rank=run.rank, world=run.world,
+                                      device_type=device.type)
+
+        sweep = measure.sweep(make_loader, device, counts, warmup=opts.warmup, steps=opts.steps,
+                              window_s=window(0.25))
+    trace = None
+    if opts.trace:
+        say("trace")
+        trace = measure.trace(run_used, counter, opts.trace)
+
+    r = {
+        "schema_version": 1, "created": created, "config": cfg.to_dict(),
+        "options": {"repeats": opts.repeats, "warmup": opts.warmup, "steps": opts.steps,
+                    "compile": opts.compile, "sweep": opts.sweep, "budget_s": opts.budget},
+        "host": host.describe(device), "loader": loader,
+        "step": {"variants": variants, "used": used}, "end_to_end": e2e, "sweep": sweep,
+        "trace": trace,
+    }
+    r["verdict"] = report.verdict(loader["images_per_s"]["median"],
+                                  variants[used]["images_per_s"]["median"],
+                                  e2e["images_per_s"]["median"], e2e["wait_fraction"]["median"])
+    r["suggestions"] = report.suggestions(r)
+    r["elapsed_s"] = time.perf_counter() - t_start
+    return r
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(HELP)
+        return 0
+    t0 = time.perf_counter()
+    opts, cfg = parse(argv)
+    run = setup(cfg)
+    say = (lambda msg: print(f"profile: {msg} ...", file=sys.stderr, flush=True)) \
+        if run.rank == 0 else (lambda msg: None)
+    try:
+        r = profile(run, opts, say)
+    finally:
+        if run.ddp:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if run.rank != 0:
+        return 0
+    r["elapsed_s"] = time.perf_counter() - t0  # including setup (data scan, model build)
+    errors = report.validate(r)
+    if errors:  # a bug in fastssl, not in the user's run: say so, still print the results
+        log.warning("profile JSON does not match its schema: %s", "; ".join(errors[:5]))
+    if opts.json:
+        Path(opts.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.json).write_text(json.dumps(r, indent=2) + "\n")
+    if opts.plot:
+        Path(opts.plot).parent.mkdir(parents=True, exist_ok=True)
+        report.plot(r, opts.plot)
+    print(report.format_report(r), flush=True)
+    print(f"profiled in {r['elapsed_s']:.0f} s", file=sys.stderr)
+    return 0

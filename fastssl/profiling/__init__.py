@@ -1,0 +1,3 @@
+"""Pieces of ``fastssl profile`` (the command itself is ``fastssl.profile``): ``measure`` times
+the loader, the step and the real loop; ``host`` samples CPU / GPU use; ``report`` turns the
+numbers into a verdict, suggestions, a table, a validated JSON document and a plot."""

@@ -61,6 +61,23 @@ fi
 # ===================== [pipelines] end ====================================================
 
 # ===================== [profile] hook: loader / training-step profiles go here =============
+# `fastssl profile` on the embedded shapes set (generated on first use, ~20 s): SwAV multi-crop
+# with a ResNet-18 at 96/48 px so that the step is not trivial. The torchvision loader with a
+# worker sweep (eager step), then, when DALI is importable, the DALI GPU loader with the step
+# eager and compiled (--compile both). Verdict + table in RESULTS_DIR/profile-*.log, every number
+# in profile-*-cuda.json, the plots next to them (~3.5 min in all).
+PROFILE_ARGS=(--method swav --backbone resnet18 --crop_size 96 --local_crop_size 48
+              --batch_size 128 --workers 8 --budget 40)
+step profile-torch 200 "$PYTHON" -m fastssl.cli profile "${PROFILE_ARGS[@]}" --loader torch \
+    --compile off --sweep --json "$RESULTS_DIR/profile-torch-cuda.json" \
+    --plot "$RESULTS_DIR/profile-torch-cuda.png"
+if "$PYTHON" -c "import nvidia.dali" 2>/dev/null; then
+    step profile-dali 200 "$PYTHON" -m fastssl.cli profile "${PROFILE_ARGS[@]}" --loader dali \
+        --compile both --json "$RESULTS_DIR/profile-dali-cuda.json" \
+        --plot "$RESULTS_DIR/profile-dali-cuda.png"
+else
+    echo "profile-dali skipped: nvidia.dali is not importable by $PYTHON" | tee -a "$STATUS"
+fi
 # ===================== [profile] end ======================================================
 
 echo "suite done in $((SECONDS - SUITE_START))s" | tee -a "$STATUS"

@@ -62,7 +62,8 @@ def run_step(name: str, rank: int = 0, world: int = 1) -> dict:
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.before_optimizer_step(0, 10)
     model.on_train_step_end(0, 10)
-    buffers = {n: b.clone() for n, b in model.named_buffers() if "queue" in n}
+    # MoCo v2's queue and every BatchNorm's running statistics (global mean, unbiased variance)
+    buffers = {n: b.clone() for n, b in model.named_buffers() if "queue" in n or "running" in n}
     return {"loss": loss, "grads": grads, "buffers": buffers}
 
 
@@ -105,5 +106,7 @@ def test_ddp_equals_single_process_on_concatenated_batch(name, ddp_results):
             assert g is not None and got["grads"][key] is not None, f"{name}: no grad for {key}"
             torch.testing.assert_close(got["grads"][key], g, rtol=1e-7, atol=1e-9,
                                        msg=lambda m, k=key, r=r: f"{name} grad {k}, rank {r}: {m}")
-        for key, b in ref["buffers"].items():  # MoCo v2's queue: gathered keys, same everywhere
-            torch.testing.assert_close(got["buffers"][key], b, rtol=1e-7, atol=1e-9)
+        assert got["buffers"].keys() == ref["buffers"].keys()
+        for key, b in ref["buffers"].items():
+            torch.testing.assert_close(got["buffers"][key], b, rtol=1e-7, atol=1e-9,
+                                       msg=lambda m, k=key, r=r: f"{name} {k}, rank {r}: {m}")

@@ -52,7 +52,8 @@ def plot_curves(metrics_path: Path, out_png: Path) -> None:
 
     records = read(metrics_path)
     train = [r for r in records if "loss" in r]
-    evals = [r for r in records if "knn_top1" in r]
+    evals = [{"step": r["step"], "knn_top1": r.get("knn_top1", r.get("knn_top1_init"))}
+             for r in records if "knn_top1" in r or "knn_top1_init" in r]  # step 0 = random init
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
     ax1.plot([r["step"] for r in train], [r["loss"] for r in train])
     ax1.set(xlabel="step", ylabel="loss", title="training loss")

@@ -6,16 +6,18 @@ eps 1e-5) and C = XᵀY/N:
     ‖C‖²_F = ⟨XXᵀ, YYᵀ⟩ / N²                           (exact rewrite: 8N²D FLOPs instead of 2ND²)
 Kernels: ``_barlow_twins_stats`` (column means, inverse std and the diagonal c_dd directly, one
 program per column block, two passes over the batch); then either ``_barlow_twins_fwd_gram``
-(N < 0.75·D: one program per upper-triangle tile pair of the two N×N Gram matrices, both built on
-the fly from standardised tiles and reduced to a partial ⟨·,·⟩) or ``_barlow_twins_fwd_cc``
-(otherwise: one program per tile of C, reduced to its share of the loss). Standardisation is fused
+(N < 0.75·D: the two N×N Gram matrices from standardised tiles, upper-triangle tile pairs only,
+the feature axis split over programs when there are few sample tiles; the N×N matrices are kept
+for the backward, 8N²D FLOPs in all) or ``_barlow_twins_fwd_cc`` (otherwise: one program per
+tile of C, reduced on the fly to its share of the loss, C never stored). Standardisation is fused
 into the tile loads in both.
 
 Gradient math, w_d = -2(1 - c_dd) - 2λ c_dd:
     ∂L/∂X = (2λ/N²) (YYᵀ) X + Y diag(w)/N = Y (2λ C_offdiag - 2 diag(1 - c_dd))ᵀ / N
     ∂L/∂Y = (2λ/N²) (XXᵀ) Y + X diag(w)/N
-(the first form for N < 0.75·D, the second otherwise: the two products run on cuBLAS and form an
-N×N or D×D matrix, whichever is smaller), then through the standardisation
+(the first form for N < 0.75·D with the forward's Gram matrices, the second otherwise, forming
+the D×D matrix C, no larger than the inputs there; the products run on cuBLAS), then through the
+standardisation
     ∂L/∂z = r · (∂L/∂X - mean_n ∂L/∂X - X · mean_n(∂L/∂X ⊙ X))      (``_barlow_twins_bwd``).
 Multi-process: callers gather Z with gradient and call this on the global batch (equal to the
 single-process loss); Z (N×D) is smaller to move than C (D×D).
@@ -27,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastssl.kernels.dispatch import INTERPRET, new_output
+from fastssl.kernels.dispatch import INTERPRET, new_output, num_programs_target
 
 EPS = 1e-5
 GRAM_RATIO = 0.75  # N < 0.75·D: the Gram form costs fewer FLOPs
@@ -88,21 +90,21 @@ def _standardised(Z, rows, cols, stride, MEAN, RSTD, N, D):
 
 
 @triton.jit
-def _barlow_twins_fwd_gram(Z1, Z2, MEAN, RSTD, PART, N, D, stride1, stride2,
+def _barlow_twins_fwd_gram(Z1, Z2, MEAN, RSTD, GRAM, N, D, stride1, stride2, cols_per_split,
                            BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr):
-    """PART[i, j] = w_ij · Σ (XXᵀ)_tile ⊙ (YYᵀ)_tile for sample tiles i ≤ j (w = 2 off the
-    diagonal by symmetry, 0 below it)."""
+    """GRAM[split, 0] = XXᵀ and GRAM[split, 1] = YYᵀ summed over this split's features, for the
+    sample tiles i ≤ j (the tile below the diagonal is stored transposed: both are symmetric)."""
     ti = tl.program_id(0)
     tj = tl.program_id(1)
-    out = PART + ti * tl.num_programs(1) + tj
-    if tj < ti:
-        tl.store(out, 0.0)
-    else:
+    ts = tl.program_id(2)
+    if tj >= ti:
         ri = ti * BLOCK_T + tl.arange(0, BLOCK_T)
         rj = tj * BLOCK_T + tl.arange(0, BLOCK_T)
         gram_x = tl.zeros((BLOCK_T, BLOCK_T), tl.float32)
         gram_y = tl.zeros((BLOCK_T, BLOCK_T), tl.float32)
-        for d0 in range(0, D, BLOCK_K):
+        start = ts * cols_per_split  # a multiple of BLOCK_K: chunks never straddle two splits
+        end = tl.minimum(start + cols_per_split, D)
+        for d0 in range(start, end, BLOCK_K):
             cols = d0 + tl.arange(0, BLOCK_K)
             xi = _standardised(Z1, ri, cols, stride1, MEAN, RSTD, N, D)
             xj = _standardised(Z1, rj, cols, stride1, MEAN, RSTD, N, D)
@@ -110,8 +112,16 @@ def _barlow_twins_fwd_gram(Z1, Z2, MEAN, RSTD, PART, N, D, stride1, stride2,
             yj = _standardised(Z2, rj, cols, stride2, MEAN + D, RSTD + D, N, D)
             gram_x += tl.dot(xi, tl.trans(xj))
             gram_y += tl.dot(yi, tl.trans(yj))
-        weight = tl.where(ti == tj, 1.0, 2.0)
-        tl.store(out, weight * tl.sum(tl.sum(gram_x * gram_y, 1), 0))
+        ri64 = ri.to(tl.int64)
+        rj64 = rj.to(tl.int64)
+        ok = (ri < N)[:, None] & (rj < N)[None, :]
+        base = GRAM + ts.to(tl.int64) * 2 * N * N
+        upper = ri64[:, None] * N + rj64[None, :]
+        lower = rj64[:, None] * N + ri64[None, :]
+        tl.store(base + upper, gram_x, mask=ok)
+        tl.store(base + N * N + upper, gram_y, mask=ok)
+        tl.store(base + lower, tl.trans(gram_x), mask=tl.trans(ok))
+        tl.store(base + N * N + lower, tl.trans(gram_y), mask=tl.trans(ok))
 
 
 @triton.jit
@@ -185,11 +195,17 @@ def _forward(z1, z2, lambd):
     mean, rstd, diag = _stats(z1, z2)
     args = (z1, z2, mean, rstd)
     if use_gram(n, d):
+        # Few sample tiles (N=256: 4×4) cannot fill a GPU: split the feature axis too and add the
+        # partial Gram matrices (N×N each, small by construction since N < 0.75·D).
         t = triton.cdiv(n, BLOCK_T)
-        part = new_output(t, t, device=z1.device)
-        _barlow_twins_fwd_gram[(t, t)](*args, part, n, d, z1.stride(0), z2.stride(0),
-                                       BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K)
-        frob = part.sum() / (n * n)
+        want = max(1, num_programs_target(z1.device) // (t * (t + 1) // 2))
+        per = triton.cdiv(triton.cdiv(d, want), BLOCK_K) * BLOCK_K
+        n_split = triton.cdiv(d, per)
+        part = new_output(n_split, 2, n, n, device=z1.device)
+        _barlow_twins_fwd_gram[(t, t, n_split)](*args, part, n, d, z1.stride(0), z2.stride(0),
+                                                per, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K)
+        grams = part[0] if n_split == 1 else part.sum(0)
+        frob = (grams[0] * grams[1]).sum() / (n * n)
         loss = (1 - diag).pow(2).sum() + lambd * (frob - diag.pow(2).sum())
     else:
         t = triton.cdiv(d, BLOCK_T)
@@ -197,17 +213,18 @@ def _forward(z1, z2, lambd):
         _barlow_twins_fwd_cc[(t, t)](*args, part, n, d, z1.stride(0), z2.stride(0), lambd,
                                      BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K)
         loss = part.sum()
-    return loss, mean, rstd, diag
+        grams = z1.new_empty(0, dtype=torch.float32)
+    return loss, mean, rstd, diag, grams
 
 
-def _backward(grad, z1, z2, mean, rstd, diag, lambd):
+def _backward(grad, z1, z2, mean, rstd, diag, grams, lambd):
     n, d = z1.shape
     x = ((z1.float() - mean[0]) * rstd[0]).to(z1.dtype)
     y = ((z2.float() - mean[1]) * rstd[1]).to(z2.dtype)
-    if use_gram(n, d):
+    if use_gram(n, d):  # the forward's Gram matrices are reused: two N×N by N×D products
         w = (-2 * (1 - diag) - 2 * lambd * diag) / n
-        dx = (2 * lambd / (n * n)) * (y @ y.T @ x).float() + y.float() * w
-        dy = (2 * lambd / (n * n)) * (x @ x.T @ y).float() + x.float() * w
+        dx = (2 * lambd / (n * n)) * (grams[1].to(x.dtype) @ x).float() + y.float() * w
+        dy = (2 * lambd / (n * n)) * (grams[0].to(y.dtype) @ y).float() + x.float() * w
     else:
         dc = (x.T @ y).float() * (2 * lambd / n)
         dc.diagonal().copy_(-2 * (1 - diag))
@@ -227,8 +244,9 @@ def _backward(grad, z1, z2, mean, rstd, diag, lambd):
 @torch.library.custom_op("fastssl::barlow_twins_loss", mutates_args=())
 def _barlow_twins_op(
     z1: torch.Tensor, z2: torch.Tensor, lambd: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, column means [2, D], inverse stds [2, D], diagonal c_dd [D]), float32."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, column means [2, D], inverse stds [2, D], diagonal c_dd [D], Gram matrices
+    [2, N, N] (empty on the tiled-C path)), float32."""
     return _forward(z1.contiguous(), z2.contiguous(), lambd)
 
 
@@ -236,8 +254,9 @@ def _barlow_twins_op(
 def _(z1, z2, lambd):
     d = z1.shape[1]
     f32 = dict(dtype=torch.float32, device=z1.device)
-    return z1.new_empty((), **f32), z1.new_empty(2, d, **f32), z1.new_empty(2, d, **f32), \
-        z1.new_empty(d, **f32)
+    n = z1.shape[0] if use_gram(z1.shape[0], d) else 0
+    return (z1.new_empty((), **f32), z1.new_empty(2, d, **f32), z1.new_empty(2, d, **f32),
+            z1.new_empty(d, **f32), z1.new_empty(*((2, n, n) if n else (0,)), **f32))
 
 
 @torch.library.custom_op("fastssl::barlow_twins_loss_backward", mutates_args=())
@@ -248,27 +267,28 @@ def _barlow_twins_backward_op(
     mean: torch.Tensor,
     rstd: torch.Tensor,
     diag: torch.Tensor,
+    grams: torch.Tensor,
     lambd: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backward(grad, z1.contiguous(), z2.contiguous(), mean, rstd, diag, lambd)
+    return _backward(grad, z1.contiguous(), z2.contiguous(), mean, rstd, diag, grams, lambd)
 
 
 @_barlow_twins_backward_op.register_fake
-def _(grad, z1, z2, mean, rstd, diag, lambd):
+def _(grad, z1, z2, mean, rstd, diag, grams, lambd):
     return torch.empty_like(z1), torch.empty_like(z2)
 
 
 def _setup_context(ctx, inputs, output):
     z1, z2, lambd = inputs
-    _, mean, rstd, diag = output
-    ctx.save_for_backward(z1, z2, mean, rstd, diag)
+    _, mean, rstd, diag, grams = output
+    ctx.save_for_backward(z1, z2, mean, rstd, diag, grams)
     ctx.lambd = lambd
-    ctx.mark_non_differentiable(mean, rstd, diag)
+    ctx.mark_non_differentiable(mean, rstd, diag, grams)
 
 
 def _backward_autograd(ctx, grad, *_unused):
-    z1, z2, mean, rstd, diag = ctx.saved_tensors
-    dz1, dz2 = _barlow_twins_backward_op(grad, z1, z2, mean, rstd, diag, ctx.lambd)
+    z1, z2, mean, rstd, diag, grams = ctx.saved_tensors
+    dz1, dz2 = _barlow_twins_backward_op(grad, z1, z2, mean, rstd, diag, grams, ctx.lambd)
     return dz1, dz2, None
 
 

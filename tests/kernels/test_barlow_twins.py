@@ -36,6 +36,22 @@ def test_barlow_twins(n, d, dtype, atol, rtol):
     assert a.grad.dtype == dtype
 
 
+def test_gram_path_split_over_features(monkeypatch):
+    """Pretend the device wants many programs: the Gram kernel splits D and sums the parts."""
+    monkeypatch.setattr(barlow_kernel, "num_programs_target", lambda device: 64)
+    torch.manual_seed(5)
+    z1, z2 = torch.randn(40, 150), torch.randn(40, 150)
+    a, b = leaf(z1, torch.float32), leaf(z2, torch.float32)
+    ra, rb = leaf(z1, torch.float64), leaf(z2, torch.float64)
+    out = K.barlow_twins_loss(a, b, lambd=0.02, backend="triton")
+    want = R.barlow_twins_loss(ra, rb, 0.02)
+    assert_close(out, want, 1e-5, 1e-4, "loss")
+    out.backward()
+    want.backward()
+    assert_close(a.grad, ra.grad, 1e-5, 1e-4, "dz1")
+    assert_close(b.grad, rb.grad, 1e-5, 1e-4, "dz2")
+
+
 def test_paths_are_chosen_by_shape():
     assert barlow_kernel.use_gram(256, 8192) and barlow_kernel.use_gram(37, 101)
     assert not barlow_kernel.use_gram(2048, 2048) and not barlow_kernel.use_gram(60, 67)

@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 os.environ["FASTSSL_KERNELS_POISON"] = "1"
+os.environ.setdefault("FASTSSL_AUTOTUNE", "0")  # one tile config: correctness, fewer compiles
 
 import torch  # noqa: E402
 
@@ -63,10 +64,11 @@ def specs(dev):
     info = lambda tau: (lambda q, k, queue=None: K.info_nce(q, k, queue, temperature=tau,
                                                             backend="triton"))
     info_ref = lambda tau: (lambda q, k, queue=None: R.info_nce(q, k, queue, tau))
-    for b, n, d in [(256, 65536, 128), (37, 1000, 24), (300, 4099, 256)]:
+    # each distinct (width, dtype, variant) compiles the kernels once: keep the list short
+    for b, n, d in [(256, 65536, 128), (37, 1000, 24)]:
         yield (f"info_nce queue B={b} N={n} D={d}", info(0.2), info_ref(0.2),
                [randn(b, d), randn(b, d), randn(n, d)], [True, True, False])
-    for b, d, tau in [(4096, 256, 0.2), (200, 128, 0.2), (1000, 64, 0.01)]:
+    for b, d, tau in [(4096, 256, 0.2), (1000, 64, 0.01)]:
         yield (f"info_nce in-batch B={b} D={d} tau={tau}", info(tau), info_ref(tau),
                [randn(b, d), randn(b, d)], [True, True])
     for n, d in [(4096, 128), (333, 96)]:

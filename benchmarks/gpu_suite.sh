@@ -44,7 +44,7 @@ cat "$RESULTS_DIR/gpu-info.txt"
 # ===================== [kernels] fused loss kernels (issue 4) ===== about 4-5 min ==========
 # Every kernel vs the float64 reference (fresh inputs, several sizes, fp32 and bf16), then the
 # benchmark table kernels-<device>.md (eager vs torch.compile vs Triton).
-step kernels-check 180 "$PYTHON" benchmarks/check_kernels_gpu.py --out "$RESULTS_DIR"
+step kernels-check 150 "$PYTHON" benchmarks/check_kernels_gpu.py --out "$RESULTS_DIR"
 step kernels-bench 300 "$PYTHON" benchmarks/kernels.py --out "$RESULTS_DIR"
 # ===================== [kernels] end ======================================================
 

@@ -268,18 +268,6 @@ def main(argv=None) -> str:
         device_name = f"CPU ({platform.processor() or platform.machine()}, "
         device_name += f"{torch.get_num_threads()} threads)"
 
-    rows = []
-    for case in cases:
-        for mode in modes:
-            case_dtype = torch.float32 if case.fn == "sinkhorn_knopp" else dtype
-            t0 = time.perf_counter()
-            row = run_case(case, mode, device, case_dtype, reps, warmup)
-            rows.append(row)
-            print(f"{case.name:14s} {mode:8s} full {_fmt_t(row['full'])} ms, peak "
-                  f"{row['peak_mib']:.0f} MiB, first call {row['first_call_s']:.1f} s, "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
     header = [
         f"torch {torch.__version__}, "
         + (f"triton {__import__('triton').__version__}, " if K.dispatch.HAS_TRITON else "")
@@ -289,11 +277,30 @@ def main(argv=None) -> str:
     if device.type == "cpu":
         header.append("CPU: reference paths only (the Triton kernels need a GPU to be timed); "
                       "GFLOP/s counts the FLOPs of the fused algorithm.")
-    table = render(rows, cases, device_name, device, header)
-    print(table)
     slug = "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9]+", "-", device_name.lower())
     out = Path(args.out) / f"kernels-{slug.strip('-')}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    for case in cases:
+        for mode in modes:
+            case_dtype = torch.float32 if case.fn == "sinkhorn_knopp" else dtype
+            t0 = time.perf_counter()
+            try:
+                row = run_case(case, mode, device, case_dtype, reps, warmup)
+            except Exception as exc:  # e.g. out of memory: report, keep the other rows
+                print(f"{case.name:14s} {mode:8s} FAILED: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            rows.append(row)
+            print(f"{case.name:14s} {mode:8s} full {_fmt_t(row['full'])} ms, peak "
+                  f"{row['peak_mib']:.0f} MiB, first call {row['first_call_s']:.1f} s, "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            # written after every row, so a run cut short by a timeout still leaves its table
+            out.write_text(render(rows, cases, device_name, device, header))
+    table = render(rows, cases, device_name, device, header)
+    print(table)
     out.write_text(table)
     print(f"wrote {out}")
     return str(out)

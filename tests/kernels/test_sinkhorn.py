@@ -1,4 +1,5 @@
-"""Fused Sinkhorn-Knopp (Triton interpreter) against the reference; stability; 2 processes."""
+"""Fused Sinkhorn-Knopp (Triton interpreter) against the reference; stability; 2 processes
+(Sinkhorn all-reduce, and Barlow Twins on gathered embeddings)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch.multiprocessing as mp
 from kernel_testing import assert_close, needs_interpreter
 
 import fastssl.kernels as K
+from fastssl.distributed import gather_with_grad
 from fastssl.kernels import reference as R
 
 
@@ -54,14 +56,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, scores, backend, results):
+def _worker(rank, world, port, scores, z, backend, results):
     os.environ["OMP_NUM_THREADS"] = "1"
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     try:
         part = scores.chunk(world)[rank]
         out = K.sinkhorn_knopp(part, eps=0.05, iters=3, distributed=True, backend=backend)
-        results[rank] = out.clone()
+        # Barlow Twins the way the methods call it: gather Z with gradient, loss on the global batch
+        z1, z2 = (t.chunk(world)[rank].clone().requires_grad_() for t in z)
+        loss = K.barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2), lambd=0.02,
+                                   backend=backend)
+        loss.backward()
+        results[rank] = (out.clone(), loss.detach(), z1.grad / world, z2.grad / world)
     finally:
         dist.destroy_process_group()
 
@@ -69,19 +76,29 @@ def _worker(rank, world, port, scores, backend, results):
 backends = ["torch"] + (["triton"] if K.dispatch.INTERPRET else [])
 
 
-def test_sinkhorn_distributed_equals_single_process():
-    """2 gloo processes with half the batch each give the single-process assignments."""
+def test_distributed_equals_single_process():
+    """2 gloo processes with half the batch each give the single-process Sinkhorn assignments,
+    and the single-process Barlow Twins loss and gradients (Z gathered with gradient; DDP divides
+    the summed gradient by the world size)."""
     torch.manual_seed(3)
     scores = torch.randn(38, 21)
     want = R.sinkhorn_knopp(scores.double(), 0.05, 3)
+    z = (torch.randn(38, 50), torch.randn(38, 50))
+    z64 = [t.double().requires_grad_() for t in z]
+    want_loss = R.barlow_twins_loss(*z64, 0.02)
+    want_loss.backward()
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         for backend in backends:
             results = manager.dict()
-            mp.start_processes(_worker, args=(2, _free_port(), scores, backend, results),
+            mp.start_processes(_worker, args=(2, _free_port(), scores, z, backend, results),
                                nprocs=2, start_method="spawn")
-            got = torch.cat([results[0], results[1]])
-            assert_close(got, want, 1e-5, 1e-4, f"distributed {backend}")
+            got = [torch.cat([results[0][i], results[1][i]]) for i in (0, 2, 3)]
+            assert_close(got[0], want, 1e-5, 1e-4, f"sinkhorn {backend}")
+            for rank in (0, 1):
+                assert_close(results[rank][1], want_loss, 1e-5, 1e-5, f"barlow loss {backend}")
+            assert_close(got[1], z64[0].grad, 1e-5, 1e-4, f"barlow dz1 {backend}")
+            assert_close(got[2], z64[1].grad, 1e-5, 1e-4, f"barlow dz2 {backend}")
     # and not merely the per-half answer
     half = R.sinkhorn_knopp(scores[:19].double(), 0.05, 3)
     assert (half - want[:19]).abs().max() > 1e-3

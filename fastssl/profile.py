@@ -33,7 +33,7 @@ from fastssl.config import ConfigError, load_preset, parse_overrides, resolve
 from fastssl.methods import get_method
 from fastssl.pipelines import build_train_loader, resolve_loader
 from fastssl.pipelines.views import specs_for
-from fastssl.profiling import host, measure, report
+from fastssl.profiling import host, measure, operators, report
 from fastssl.train import Run, setup
 
 log = logging.getLogger("fastssl.profile")
@@ -53,7 +53,8 @@ by how much, and what to change. Train options (--method, --data, --loader, --wo
   --steps N        at most N batches / steps per window (default 20; --budget may cut it)
   --compile both   time the step eager and compiled; the faster one runs end to end
   --sweep          loader throughput against workers (DALI: threads) 1, 2, 4, ... cores
-  --budget S       seconds the timed windows of the three measurements share (default 60)
+  --budget S       seconds the measurements aim for: windows and repeats are cut to fit
+                   (at least one of each; default 60)
   --json OUT.json  every number (schema: docs/profile.md)
   --plot OUT.png   bar chart of loader / step / end-to-end throughput (+ sweep curve)
   --trace DIR      torch.profiler chrome trace of a few end-to-end steps (TensorBoard, Perfetto)
@@ -121,19 +122,23 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
     def window(share: float) -> float:  # seconds per timed window for a phase's budget share
         return opts.budget * share / opts.repeats
 
+    def deadline(share: float) -> float:  # repeats stop after this (cumulative) budget share
+        return t_start + opts.budget * share
+
     say(f"loader alone ({name}, {cfg.workers} workers)")
-    loader = measure.time_loader(run.loader, device, **n, window_s=window(0.25))
+    loader = measure.time_loader(run.loader, device, **n, window_s=window(0.25),
+                                 deadline=deadline(0.3))
     loader.update(name=name, workers=cfg.workers, batch_size=cfg.batch_size // run.world,
                   batches_per_epoch=len(run.loader), operators=None,
                   dali_executor_statistics=None)
     say("loader operators")
     try:
         if name == "torch":
-            loader["operators"] = measure.torch_operator_costs(run.index.train.paths, specs)
+            loader["operators"] = operators.torch_operator_costs(run.index.train.paths, specs)
         else:
-            loader["operators"] = measure.dali_operator_costs(run.index.train.paths, specs,
-                                                              device.type)
-            loader["dali_executor_statistics"] = measure.dali_executor_statistics(run.loader)
+            loader["operators"] = operators.dali_operator_costs(
+                run.index.train.paths, specs, device.type, device_index=device.index or 0)
+            loader["dali_executor_statistics"] = operators.dali_executor_statistics(run.loader)
     except Exception as e:  # noqa: BLE001 - a breakdown failing must not lose the profile
         log.warning("per-operator breakdown failed: %s", e)
 
@@ -147,7 +152,8 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
     for compiled, forward in forwards:
         say(f"step alone ({'compiled' if compiled else 'eager'})")
         m = measure.time_step(measure.with_forward(run, forward), views, counter, **n,
-                              window_s=window(0.25 / len(forwards)), compiled=compiled)
+                              window_s=window(0.25 / len(forwards)), deadline=deadline(0.6),
+                              compiled=compiled)
         variants.append({"compiled": compiled, **m})
     del views
     used = max(range(len(variants)), key=lambda i: variants[i]["images_per_s"]["median"])
@@ -155,7 +161,8 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
 
     say("end to end")
     with host.HostSampler(device) as sampler:
-        e2e = measure.end_to_end(run_used, counter, **n, window_s=window(0.35))
+        e2e = measure.end_to_end(run_used, counter, **n, window_s=window(0.35),
+                                 deadline=deadline(0.95))
     e2e.update(sampler.result())
 
     sweep = None

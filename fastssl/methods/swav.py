@@ -16,7 +16,6 @@ scored by the current prototypes and prepended to the Sinkhorn input. The queue 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import groupby
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +67,11 @@ class SwAV(Method):
     def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         bs = views[0].shape[0]
         # one backbone call per run of equal-resolution crops (2 global, then the local ones)
-        feats = [self.backbone(torch.cat(list(group)))
-                 for _, group in groupby(views, key=lambda v: v.shape[-1])]
+        feats, start = [], 0
+        for end in range(1, len(views) + 1):
+            if end == len(views) or views[end].shape[-1] != views[start].shape[-1]:
+                feats.append(self.backbone(torch.cat(views[start:end])))
+                start = end
         emb = F.normalize(self.projector(torch.cat(feats)), dim=1)
         scores = self.prototypes(emb)
         n_crops = len(views)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +54,7 @@ def closing_batches(loader, first_epoch: int = 0):
         yield gen
     finally:
         gen.close()
+        gc.collect()  # free the epoch's DataLoader workers / DALI pipeline before what follows
 
 
 def _window(steps: int, seconds: float | None, t0: float, done: int) -> bool:

@@ -355,6 +355,8 @@ def plot(r: dict, path: str) -> None:
         ax2.set_xlabel("threads" if ld["name"] == "dali" else "workers")
         ax2.set_ylabel("images / s")
         ax2.set_xscale("log", base=2)
+        ax2.set_xticks([p["workers"] for p in sweep], [str(p["workers"]) for p in sweep])
+        ax2.set_ylim(bottom=0)
         ax2.legend()
         ax2.set_title("loader scaling")
     fig.tight_layout()

@@ -23,28 +23,10 @@ USAGE = """usage:
 """
 
 
-def _normalise(tokens: list[str]) -> list[str]:
-    """``--key value`` and bare ``--flag`` become ``--key=value`` / ``--flag=true``."""
-    out, i = [], 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if not tok.startswith("--"):
-            raise ConfigError(f"unexpected argument '{tok}' (options are --key=value)")
-        if "=" in tok:
-            out.append(tok)
-        elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
-            out.append(f"{tok}={tokens[i + 1]}")
-            i += 1
-        else:
-            out.append(f"{tok}=true")
-        i += 1
-    return out
-
-
 def cmd_train(tokens: list[str]) -> int:
     from fastssl.train import train
 
-    overrides = parse_overrides(_normalise(tokens))
+    overrides = parse_overrides(tokens)
     preset = load_preset(overrides.pop("config")) if "config" in overrides else None
     cfg = resolve(preset, overrides)
     result = train(cfg)

@@ -145,14 +145,27 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    """``["--lr=0.1", "epochs=3"]`` -> ``{"lr": "0.1", "epochs": "3"}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.lstrip("-").partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override '{item}' is not of the form --key=value")
+def parse_overrides(tokens: list[str]) -> dict[str, str]:
+    """Command-line options to overrides: ``--key=value``, ``--key value`` and a bare ``--flag``
+    (``true``); dashes in keys become underscores.
+
+    ``["--lr=0.1", "--epochs", "3", "--resume"]``
+    -> ``{"lr": "0.1", "epochs": "3", "resume": "true"}``
+    """
+    out, i = {}, 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or tok == "--" or tok.startswith("--="):
+            raise ConfigError(f"unexpected argument '{tok}' (options are --key=value)")
+        key, sep, value = tok[2:].partition("=")
+        if not sep:
+            if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+                value = tokens[i + 1]
+                i += 1
+            else:
+                value = "true"
         out[key.replace("-", "_")] = value
+        i += 1
     return out
 
 

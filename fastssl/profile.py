@@ -76,9 +76,7 @@ class Options:
 
 def parse(tokens: list[str]) -> tuple[Options, object]:
     """Split profile options from train options; resolve the train config as ``fastssl train``."""
-    from fastssl.cli import _normalise  # the one parser of --key value / --flag tokens
-
-    overrides = parse_overrides(_normalise(tokens))
+    overrides = parse_overrides(tokens)
     values = {}
     for f in dataclasses.fields(Options):
         if f.name == "compile" or f.name not in overrides:

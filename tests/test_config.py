@@ -1,6 +1,6 @@
 import pytest
 
-from fastssl.config import ConfigError, Config, load_preset, parse_overrides, resolve
+from fastssl.config import Config, ConfigError, load_preset, parse_overrides, resolve
 
 
 def test_defaults_resolve_with_method_args():
@@ -32,9 +32,11 @@ def test_bad_values_are_rejected_naming_the_key(override, message):
         resolve(None, parse_overrides([override]))
 
 
-def test_override_syntax_error():
+def test_override_forms():
+    assert parse_overrides(["--lr=0.1", "--batch-size", "3", "--resume", "--x", "-1"]) == \
+        {"lr": "0.1", "batch_size": "3", "resume": "true", "x": "-1"}
     with pytest.raises(ConfigError, match="--key=value"):
-        parse_overrides(["--epochs"])
+        parse_overrides(["epochs=3"])
 
 
 def test_preset_file_errors(tmp_path):

@@ -3,8 +3,9 @@
 #
 #   benchmarks/gpu_suite.sh [RESULTS_DIR]      (default benchmarks/results/)
 #
-# Installs nothing: uses $PYTHON (default: .venv/bin/python if present, else python3) with torch
-# and triton already there. Budget: under 8 minutes in all; each step has its own timeout and a
+# The step limits add up to 8 minutes (90 + 210 + 60 + 60 + 60 s), so the suite ends in time
+# even when a step hangs. Installs nothing: uses $PYTHON (default: .venv/bin/python if present,
+# else python3) with torch and triton already there. Budget: under 8 minutes in all; each step has its own timeout and a
 # failing step is recorded in RESULTS_DIR/gpu-suite-status.txt without stopping the others.
 # Other parts append their own sections at the marked hooks below (keep each under its budget).
 set -uo pipefail
@@ -44,8 +45,8 @@ cat "$RESULTS_DIR/gpu-info.txt"
 # ===================== [kernels] fused loss kernels (issue 4) ===== about 4-5 min ==========
 # Every kernel vs the float64 reference (fresh inputs, several sizes, fp32 and bf16), then the
 # benchmark table kernels-<device>.md (eager vs torch.compile vs Triton).
-step kernels-check 150 "$PYTHON" benchmarks/check_kernels_gpu.py --out "$RESULTS_DIR"
-step kernels-bench 300 "$PYTHON" benchmarks/kernels.py --out "$RESULTS_DIR"
+step kernels-check 90 "$PYTHON" benchmarks/check_kernels_gpu.py --out "$RESULTS_DIR"
+step kernels-bench 210 "$PYTHON" benchmarks/kernels.py --out "$RESULTS_DIR"
 # ===================== [kernels] end ======================================================
 
 # ===================== [pipelines] hook: DALI pipeline checks / benchmarks go here =========
@@ -53,8 +54,8 @@ step kernels-bench 300 "$PYTHON" benchmarks/kernels.py --out "$RESULTS_DIR"
 # with the same worker count: SwAV multi-crop and BYOL two views -> pipelines-cuda.md (~2 min).
 # The GPU images lack DALI (190 MB wheel): stage it first, e.g. pip install nvidia-dali-cuda130.
 if "$PYTHON" -c "import nvidia.dali" 2>/dev/null; then
-    step pipelines-bench 240 "$PYTHON" benchmarks/pipelines.py --device cuda --threads 16 \
-        --batch 64 --per-class 100 --repeats 2 --out "$RESULTS_DIR/pipelines-cuda.md"
+    step pipelines-bench 60 "$PYTHON" benchmarks/pipelines.py --device cuda --threads 16 \
+        --batch 64 --per-class 40 --repeats 2 --out "$RESULTS_DIR/pipelines-cuda.md"
 else
     echo "pipelines-bench skipped: nvidia.dali is not importable by $PYTHON" | tee -a "$STATUS"
 fi
@@ -67,12 +68,12 @@ fi
 # eager and compiled (--compile both). Verdict + table in RESULTS_DIR/profile-*.log, every number
 # in profile-*-cuda.json, the plots next to them (~3.5 min in all).
 PROFILE_ARGS=(--method swav --backbone resnet18 --crop_size 96 --local_crop_size 48
-              --batch_size 128 --workers 8 --budget 40)
-step profile-torch 200 "$PYTHON" -m fastssl.cli profile "${PROFILE_ARGS[@]}" --loader torch \
+              --batch_size 128 --workers 8 --budget 25)
+step profile-torch 60 "$PYTHON" -m fastssl.cli profile "${PROFILE_ARGS[@]}" --loader torch \
     --compile off --sweep --json "$RESULTS_DIR/profile-torch-cuda.json" \
     --plot "$RESULTS_DIR/profile-torch-cuda.png"
 if "$PYTHON" -c "import nvidia.dali" 2>/dev/null; then
-    step profile-dali 200 "$PYTHON" -m fastssl.cli profile "${PROFILE_ARGS[@]}" --loader dali \
+    step profile-dali 60 "$PYTHON" -m fastssl.cli profile "${PROFILE_ARGS[@]}" --loader dali \
         --compile both --json "$RESULTS_DIR/profile-dali-cuda.json" \
         --plot "$RESULTS_DIR/profile-dali-cuda.png"
 else

@@ -136,7 +136,7 @@ def setup(cfg: Config) -> Run:
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-        # oneDNN picks convolution kernels by buffer alignment: bit-exact reruns need it off
+        # oneDNN picks convolution kernels by buffer alignment: reproducible reruns need it off
         torch.backends.mkldnn.enabled = False
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")

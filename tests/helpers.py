@@ -18,8 +18,12 @@ def tiny_shapes(root: Path, per_class: int = 8) -> Path:
     return synth_shapes(root / "shapes", train_per_class=per_class, val_per_class=2, size=32)
 
 
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of CLI runs in tests: one intra-op thread (reproducible reductions)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
             env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "fastssl.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd, env=full_env)
+                          text=True, timeout=timeout, cwd=cwd, env=cli_env(**(env or {})))

@@ -38,7 +38,7 @@ class Config:
     # data
     loader: str = "auto"  # auto (dali on CUDA, torch elsewhere) | dali | torch
     workers: int = 2  # DataLoader workers / DALI threads
-    batch_size: int = 256  # global batch (split over processes)
+    batch_size: int = 128  # global batch (split over processes)
     views: str = ""  # augmentation preset; "" = the method's
     crop_size: int = 32
     global_crops: int = 2
@@ -58,9 +58,9 @@ class Config:
     small_stem: bool = True  # 3x3 stride-1 stem without max-pool for small images
     sync_bn: bool = False
     # optimisation
-    epochs: int = 20
+    epochs: int = 10  # the defaults are sized for `make demo`: about 5 minutes on 2 CPU cores
     optimizer: str = "sgd"  # sgd | adamw | lars
-    lr: float = 0.3  # base learning rate, scaled by lr_scaling
+    lr: float = 0.6  # base learning rate, scaled by lr_scaling
     lr_scaling: str = "linear"  # linear (lr * B / 256) | sqrt (lr * sqrt(B)) | none
     weight_decay: float = 1e-4
     momentum: float = 0.9

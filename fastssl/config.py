@@ -89,14 +89,14 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _coerce(key: str, value: Any, typ: Any) -> Any:
+def coerce(key: str, value: Any, typ: Any) -> Any:
     """Check ``value`` against the annotation ``typ`` (strings from the command line are parsed)."""
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
         last = None
         for t in typing.get_args(typ):
             try:
-                return _coerce(key, value, t)
+                return coerce(key, value, t)
             except ConfigError as e:
                 last = e
         raise last  # type: ignore[misc]
@@ -110,7 +110,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(typing.get_args(typ)):
             raise ConfigError(f"config key '{key}': expected {len(typing.get_args(typ))} values, "
                               f"got {value!r}")
-        return tuple(_coerce(key, v, t) for v, t in zip(value, typing.get_args(typ), strict=True))
+        return tuple(coerce(key, v, t) for v, t in zip(value, typing.get_args(typ), strict=True))
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -203,9 +203,9 @@ def resolve(preset: dict[str, Any] | None = None,
             if key == "args":
                 raise ConfigError("config key 'args' is reserved")
             if key in general:
-                values[key] = _coerce(key, value, general[key])
+                values[key] = coerce(key, value, general[key])
             elif key in args_hints:
-                args_values[key] = _coerce(key, value, args_hints[key])
+                args_values[key] = coerce(key, value, args_hints[key])
             else:
                 raise ConfigError(f"unknown config key '{key}' (not a general key nor one of "
                                   f"method '{method}': {', '.join(sorted(args_hints)) or 'none'})")

@@ -18,18 +18,18 @@ schema and plot in ``fastssl.profiling.report`` (schema documented in docs/profi
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from fastssl.config import ConfigError, load_preset, parse_overrides, resolve
+from fastssl.config import ConfigError, coerce, load_preset, parse_overrides, resolve
 from fastssl.methods import get_method
 from fastssl.pipelines import build_train_loader, resolve_loader
 from fastssl.pipelines.views import specs_for
@@ -78,19 +78,9 @@ def parse(tokens: list[str]) -> tuple[Options, object]:
     """Split profile options from train options; resolve the train config as ``fastssl train``."""
     overrides = parse_overrides(tokens)
     values = {}
-    for f in dataclasses.fields(Options):
-        if f.name == "compile" or f.name not in overrides:
-            continue
-        raw = overrides.pop(f.name)
-        try:
-            if f.type == "bool":
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                    raise ValueError
-                values[f.name] = raw.lower() in ("true", "1", "yes", "on")
-            else:
-                values[f.name] = {"int": int, "float": float, "str": str}[f.type](raw)
-        except ValueError:
-            raise ConfigError(f"profile option '--{f.name}': bad value {raw!r}") from None
+    for name, typ in typing.get_type_hints(Options).items():
+        if name != "compile" and name in overrides:
+            values[name] = coerce(f"--{name}", overrides.pop(name), typ)
     if overrides.get("compile") == "both":
         overrides["compile"] = "off"  # the run is built eager; the compiled variant is added
         values["compile"] = "both"

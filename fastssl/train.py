@@ -208,14 +208,16 @@ def train(cfg: Config) -> Result:
         log.info("no checkpoint at %s: starting from scratch", ckpt_path)
     metrics = MetricsLog(out, resume_step=step if cfg.resume else None) if rank == 0 else None
 
-    def save_checkpoint() -> None:
+    def save_checkpoint(*extra_paths: Path) -> None:
         check_finite()  # never overwrite the last good checkpoint with a diverged model
         if rank == 0:  # state dicts from the eager module: no _orig_mod. / module. prefixes
-            checkpoint.save_atomic({
+            state = {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                 "epoch": step // steps_per_epoch, "config": cfg.to_dict(),
                 "rng": checkpoint.rng_state(), "knn_top1_init": knn_init,
-            }, ckpt_path)
+            }
+            for path in (ckpt_path, *extra_paths):
+                checkpoint.save_atomic(state, path)
 
     def run_eval(tag: str) -> float:
         acc = float("nan")
@@ -279,11 +281,10 @@ def train(cfg: Config) -> Result:
                 if run.loader.corrupt_count and metrics is not None:
                     metrics.write({"step": step, "epoch": step / steps_per_epoch,
                                    "corrupt_skipped": run.loader.corrupt_count})
-                save_checkpoint()
                 done = step // steps_per_epoch
-                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and rank == 0:
-                    checkpoint.save_atomic(checkpoint.load(ckpt_path),
-                                           out / "checkpoints" / f"epoch_{done:04d}.pt")
+                periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
+                save_checkpoint(*([out / "checkpoints" / f"epoch_{done:04d}.pt"] if periodic
+                                  else []))
                 if cfg.eval_every > 0 and done % cfg.eval_every == 0 and step < total_steps:
                     run_eval("knn_top1")
         save_checkpoint()

@@ -15,8 +15,6 @@ device and synchronised, so on CUDA the copy of the torchvision batches is inclu
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from fastssl.data.layout import scan  # noqa: E402
 from fastssl.pipelines import build_train_loader  # noqa: E402
 from fastssl.pipelines.views import view_specs  # noqa: E402
+from fastssl.profiling.host import machine_line  # noqa: E402
 
 PRESETS = {
     "swav 2x224+6x96": dict(preset="swav", crop_size=224, global_crops=2,
@@ -52,21 +51,6 @@ def shapes_256(out: Path, per_class: int) -> Path:
         dst.parent.mkdir(parents=True, exist_ok=True)
         Image.open(p).resize((256, 256), Image.BICUBIC).save(dst, quality=90)
     return out / "shapes256"
-
-
-def machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    name = f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs"
-    if device == "cuda":
-        name += f", GPU {torch.cuda.get_device_name()}"
-    return name
 
 
 def measure(name: str, split, specs, *, batch: int, threads: int, device: str,
@@ -126,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((dname, len(split), pname, result))
 
     lines = [f"# Pipeline throughput ({a.device})", "",
-             f"Machine: {machine(a.device)}. torch {torch.__version__}, DALI "
+             f"Machine: {machine_line(a.device)}. torch {torch.__version__}, DALI "
              f"{_dali_version()}; {a.threads} DALI threads = {a.threads} DataLoader workers, "
              f"batch {a.batch}, images/s (samples with all their views) over one epoch after its "
              f"first batch, median [min-max] of {a.repeats} epochs. Command: "

@@ -31,7 +31,7 @@ import torch
 
 from fastssl.config import ConfigError, coerce, load_preset, parse_overrides, resolve
 from fastssl.methods import get_method
-from fastssl.pipelines import build_train_loader, resolve_loader
+from fastssl.pipelines import build_train_loader
 from fastssl.pipelines.views import specs_for
 from fastssl.profiling import host, measure, operators, report
 from fastssl.train import Run, setup
@@ -102,7 +102,7 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
     cfg, device = run.cfg, run.device
     t_start = time.perf_counter()
     created = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    name = resolve_loader(cfg.loader, device.type)
+    name = run.loader_name
     specs = specs_for(cfg, get_method(cfg.method).views)
     counter = measure.StepCounter()
     n = dict(warmup=opts.warmup, steps=opts.steps, repeats=opts.repeats)
@@ -123,7 +123,7 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
     try:
         if name == "torch":
             loader["operators"] = operators.torch_operator_costs(run.index.train.paths, specs)
-        else:
+        elif name == "dali":  # (memory: whole-batch tensor ops, timed as 'loader alone')
             loader["operators"] = operators.dali_operator_costs(
                 run.index.train.paths, specs, device.type, device_index=device.index or 0)
             loader["dali_executor_statistics"] = operators.dali_executor_statistics(run.loader)

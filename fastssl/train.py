@@ -115,6 +115,7 @@ class Run:
     world: int
     index: DatasetIndex
     loader: object
+    loader_name: str  # memory | torch | dali (``auto`` resolved)
     model: torch.nn.Module  # the eager module: state dicts are saved and loaded through it
     optimizer: torch.optim.Optimizer
     forward: object  # model, possibly wrapped by DDP and torch.compile
@@ -143,17 +144,21 @@ def setup(cfg: Config) -> Run:
 
     index = dataset_index(cfg, rank)
     specs = specs_for(cfg, get_method(cfg.method).views)
+    options = bg_options(cfg, index)
+    loader_name = resolve_loader(cfg.loader, device.type, index.train, specs, **options)
+    log.info("loader: %s", loader_name)
     loader = build_train_loader(
-        resolve_loader(cfg.loader, device.type), index.train, specs,
-        batch_size=cfg.batch_size // world, workers=cfg.workers, seed=cfg.seed, rank=rank,
-        world=world, device_type=device.type, **bg_options(cfg, index))
+        loader_name, index.train, specs, batch_size=cfg.batch_size // world,
+        workers=cfg.workers, seed=cfg.seed, rank=rank, world=world, device_type=device.type,
+        **options)
     steps_per_epoch = len(loader)
 
     torch.manual_seed(cfg.seed)  # same seed on every process: identical initial weights
     model = build_method(cfg)
+    fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
     if cfg.sync_bn and ddp:  # torch's SyncBatchNorm on CUDA, a global-statistics BN on gloo/CPU
         model = convert_sync_batchnorm(model, device)
-    model.to(device)
+    model.to(device, memory_format=fmt)
     optimizer = build_optimizer(model.param_groups(cfg), cfg)
 
     forward = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -162,8 +167,8 @@ def setup(cfg: Config) -> Run:
         forward = torch.compile(forward)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
-    return Run(cfg, device, ddp, rank, world, index, loader, model, optimizer, forward, autocast,
-               steps_per_epoch, cfg.epochs * steps_per_epoch,
+    return Run(cfg, device, ddp, rank, world, index, loader, loader_name, model, optimizer,
+               forward, autocast, steps_per_epoch, cfg.epochs * steps_per_epoch,
                round(cfg.warmup_epochs * steps_per_epoch))
 
 
@@ -171,7 +176,8 @@ def train_step(run: Run, views: list[torch.Tensor], step: int) -> tuple[dict, fl
     """One optimisation step; returns the method's outputs (device tensors) and the lr used."""
     lr = set_lr(run.optimizer, cosine_factor(step, run.total_steps, run.warmup_steps,
                                              run.cfg.min_lr_ratio))
-    views = [v.to(run.device, non_blocking=True) for v in views]
+    fmt = torch.channels_last if run.cfg.channels_last else torch.preserve_format
+    views = [v.to(run.device, non_blocking=True, memory_format=fmt) for v in views]
     with run.autocast:
         outputs = run.forward(views, step)
     run.optimizer.zero_grad(set_to_none=True)

@@ -7,28 +7,59 @@ iterator of ``(views, labels)``: a list of (B, 3, H, W) float tensors, global cr
 
 from __future__ import annotations
 
+import importlib.util
+
 from fastssl.data.layout import Split
 from fastssl.pipelines.views import ViewSpec
 
+LOADERS = ("auto", "memory", "dali", "torch")
+# ``auto`` on the CPU decodes sets up to this size into memory (the embedded sets are ~60 MiB)
+MEMORY_AUTO_BYTES = 2 * 2**30
 
-def resolve_loader(name: str, device_type: str) -> str:
-    if name == "auto":
-        return "dali" if device_type == "cuda" else "torch"
-    return name
+
+def _memory_fits(split: Split, specs: list[ViewSpec], options: dict) -> bool:
+    """Whether ``auto`` may pick the memory loader: it implements the views and background mode,
+    and the decoded set (estimated from the first image) is at most ``MEMORY_AUTO_BYTES``."""
+    from PIL import Image
+
+    from fastssl.pipelines.memory import check_specs
+
+    try:
+        check_specs(specs, options.get("bg"))
+        with Image.open(split.paths[0]) as im:
+            width, height = im.size
+    except (ValueError, OSError):
+        return False
+    return 3 * width * height * len(split) <= MEMORY_AUTO_BYTES
+
+
+def resolve_loader(name: str, device_type: str, split: Split, specs: list[ViewSpec],
+                   **options) -> str:
+    """``auto``: DALI on CUDA when it is installed; otherwise the memory loader when the set
+    fits (see ``_memory_fits``), else torchvision. The training log names the choice."""
+    if name != "auto":
+        return name
+    if device_type == "cuda" and importlib.util.find_spec("nvidia.dali") is not None:
+        return "dali"
+    return "memory" if _memory_fits(split, specs, options) else "torch"
 
 
 def build_train_loader(name: str, split: Split, specs: list[ViewSpec], *, batch_size: int,
                        workers: int, seed: int, rank: int = 0, world: int = 1,
                        device_type: str = "cpu", **options):
-    """``name`` is ``torch`` or ``dali``; ``options`` are pipeline-specific (e.g. masks)."""
+    """``name`` is ``memory``, ``torch`` or ``dali``; ``options`` are pipeline-specific (e.g.
+    background masks)."""
+    common = dict(batch_size=batch_size, workers=workers, seed=seed, rank=rank, world=world)
+    if name == "memory":
+        from fastssl.pipelines.memory import MemoryTrainLoader
+
+        return MemoryTrainLoader(split, specs, device_type=device_type, **common, **options)
     if name == "torch":
         from fastssl.pipelines.torch_loader import TorchTrainLoader
 
-        return TorchTrainLoader(split, specs, batch_size=batch_size, workers=workers, seed=seed,
-                                rank=rank, world=world, **options)
+        return TorchTrainLoader(split, specs, **common, **options)
     if name == "dali":
         from fastssl.pipelines.dali import DaliTrainLoader
 
-        return DaliTrainLoader(split, specs, batch_size=batch_size, workers=workers, seed=seed,
-                               rank=rank, world=world, device_type=device_type, **options)
-    raise ValueError(f"unknown loader '{name}' (choose from auto, dali, torch)")
+        return DaliTrainLoader(split, specs, device_type=device_type, **common, **options)
+    raise ValueError(f"unknown loader '{name}' (choose from {', '.join(LOADERS)})")

@@ -159,3 +159,21 @@ def describe(device: torch.device) -> dict:
         "dali": dali_version,
         "fastssl": fastssl.__version__,
     }
+
+
+def machine_line(device: str) -> str:
+    """One line naming the machine for benchmark tables: host, CPU model, CPU count, GPU."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo").read().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    name = f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs"
+    if device == "cuda":
+        name += f", GPU {torch.cuda.get_device_name()}"
+    return name

@@ -44,7 +44,7 @@ SCHEMA: dict[str, Any] = _obj({
         "gpu_memory_total_bytes": _INT_OR_NULL, "torch": {"type": "string"},
         "dali": _STR_OR_NULL, "fastssl": {"type": "string"}}),
     "loader": _obj({
-        "name": {"type": "string", "enum": ["torch", "dali"]},
+        "name": {"type": "string", "enum": ["memory", "torch", "dali"]},
         "workers": {"type": "integer", "description": "DataLoader workers / DALI threads"},
         "batch_size": {"type": "integer", "description": "per process"},
         "batches_per_epoch": {"type": "integer"},

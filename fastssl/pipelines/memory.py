@@ -1,0 +1,195 @@
+"""The in-memory loader: a split decoded once into one uint8 tensor, every view of a batch made
+at once with tensor ops, on the CPU or on the training GPU.
+
+For sets that fit in memory (the embedded shapes and digits sets, CIFAR-sized data) this removes
+per-image decoding and per-image transform calls, the cost that dominates small-image training
+on a few CPU cores. The views follow the same ``ViewSpec`` parameters as DALI and torchvision:
+
+- crop: RandomResizedCrop (area ``scale`` and aspect ``ratio``, clamped to the image), resampled
+  with ``roi_align`` (an average over the source pixels of each output pixel, so downscaling does
+  not alias);
+- colour: brightness, contrast, saturation and hue with probability ``jitter_p``, in that fixed
+  order (as DALI's colour twist; torchvision shuffles the order); hue is a rotation in YIQ space
+  (DALI's definition); then grayscale, Gaussian blur (kernel ``ViewSpec.blur_kernel``, sigma per
+  sample) and solarize (threshold 128/255).
+
+RandAugment, large-scale jitter and background augmentation are not implemented here: asking
+for them raises with the option named (use ``--loader torch`` or ``--loader dali``).
+
+Randomness is a pure function of (seed, epoch, batch index, rank): views do not depend on where
+a resumed epoch starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from fastssl.data.layout import Split
+from fastssl.pipelines.background import BgOptions
+from fastssl.pipelines.batches import epoch_batches
+from fastssl.pipelines.torch_loader import ImageFiles
+from fastssl.pipelines.views import MEAN, STD, ViewSpec
+
+log = logging.getLogger(__name__)
+
+LUMA = (0.299, 0.587, 0.114)
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                    dtype=torch.float64)
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def _bernoulli(n: int, p: float, g: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=g) < p
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    return LUMA[0] * x[:, 0:1] + LUMA[1] * x[:, 1:2] + LUMA[2] * x[:, 2:3]
+
+
+def crop_boxes(n: int, height: int, width: int, spec: ViewSpec,
+               g: torch.Generator) -> torch.Tensor:
+    """RandomResizedCrop boxes (n, 4) as (x1, y1, x2, y2) in pixels: area ``spec.scale`` of the
+    image, log-uniform aspect ``spec.ratio``, sides clamped to the image, uniform position."""
+    area = _uniform(n, *spec.scale, g) * height * width
+    aspect = torch.exp(_uniform(n, math.log(spec.ratio[0]), math.log(spec.ratio[1]), g))
+    w = torch.sqrt(area * aspect).clamp(max=width)
+    h = torch.sqrt(area / aspect).clamp(max=height)
+    x1 = torch.rand(n, generator=g) * (width - w)
+    y1 = torch.rand(n, generator=g) * (height - h)
+    return torch.stack([x1, y1, x1 + w, y1 + h], 1)
+
+
+def _hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Rotate the chroma (I, Q) plane of YIQ by ``turns`` (per sample, fractions of a circle)."""
+    c, s = torch.cos(2 * math.pi * turns), torch.sin(2 * math.pi * turns)
+    rot = torch.zeros(len(turns), 3, 3, dtype=torch.float64)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
+    m = (torch.linalg.inv(_YIQ) @ rot @ _YIQ).to(x)
+    return torch.einsum("bij,bjhw->bihw", m, x)
+
+
+def _blur(x: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
+    """Separable Gaussian blur with a per-sample sigma (sigma 0 = identity), reflect padding."""
+    b, c, h, w = x.shape
+    t = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
+    s = sigma.to(x).clamp(min=1e-6)[:, None]
+    kern = torch.exp(-0.5 * (t[None] / s) ** 2)
+    kern = (kern / kern.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (b*c, k)
+    y = F.pad(x.reshape(1, b * c, h, w), (k // 2,) * 4, mode="reflect")
+    y = F.conv2d(y, kern[:, None, :, None], groups=b * c)
+    y = F.conv2d(y, kern[:, None, None, :], groups=b * c)
+    return y.reshape(b, c, h, w)
+
+
+def augment(images: torch.Tensor, spec: ViewSpec, g: torch.Generator) -> torch.Tensor:
+    """One view of a uint8 batch (B, 3, H, W) -> normalised float (B, 3, size, size), on the
+    images' device. Random parameters are drawn on the CPU from ``g`` (device independent)."""
+    n, _, height, width = images.shape
+    dev = images.device
+
+    def per_sample(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dev, torch.float32).view(n, 1, 1, 1)
+
+    boxes = crop_boxes(n, height, width, spec, g)
+    rois = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], boxes], 1).to(dev)
+    x = roi_align(images.float(), rois, spec.size, aligned=True) / 255.0
+    flip = per_sample(_bernoulli(n, spec.flip_p, g))
+    x = flip * x.flip(3) + (1 - flip) * x
+
+    b, c, s, h = spec.jitter
+    on = per_sample(_bernoulli(n, spec.jitter_p, g))
+    bright = per_sample(_uniform(n, max(0.0, 1 - b), 1 + b, g))
+    contrast = per_sample(_uniform(n, max(0.0, 1 - c), 1 + c, g))
+    sat = per_sample(_uniform(n, max(0.0, 1 - s), 1 + s, g))
+    hue = _uniform(n, -h, h, g)
+    y = (x * bright).clamp(0, 1)
+    mean = _grey(y).mean((2, 3), keepdim=True)
+    y = ((y - mean) * contrast + mean).clamp(0, 1)
+    grey = _grey(y)
+    y = ((y - grey) * sat + grey).clamp(0, 1)
+    y = _hue(y, hue).clamp(0, 1)
+    x = on * y + (1 - on) * x
+
+    to_grey = per_sample(_bernoulli(n, spec.gray_p, g))
+    x = to_grey * _grey(x).expand_as(x) + (1 - to_grey) * x
+    if spec.blur_p > 0:
+        sigma = _uniform(n, *spec.blur_sigma, g) * _bernoulli(n, spec.blur_p, g)
+        x = _blur(x, sigma, spec.blur_kernel)
+    if spec.solarize_p > 0:
+        sol = per_sample(_bernoulli(n, spec.solarize_p, g))
+        x = torch.where((sol > 0) & (x >= 128 / 255), 1 - x, x)
+    mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=dev).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def check_specs(specs: list[ViewSpec], bg: BgOptions | None) -> None:
+    """Reject what this loader does not implement, naming the option."""
+    if bg is not None and bg.mode != "none":
+        raise ValueError(f"--loader memory does not do background augmentation (bg_mode="
+                         f"{bg.mode}): use --loader torch or --loader dali")
+    for spec in specs:
+        if spec.randaugment[0] > 0 or spec.scale_jitter[1] > 0:
+            raise ValueError("--loader memory does not do RandAugment or large-scale jitter "
+                             "(the 'strong' views): use --loader torch or --loader dali")
+
+
+def decode_split(split: Split, workers: int) -> tuple[torch.Tensor, int]:
+    """Every image of ``split`` as one uint8 tensor (N, 3, H, W) and the count of unreadable
+    files (each replaced by the next readable image, as in the other loaders). All images must
+    have the same size."""
+    files = ImageFiles(split, [])
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        images = list(pool.map(files._decode, range(len(split))))
+    sizes = {tuple(im.shape[1:]) for im in images}
+    if len(sizes) > 1:
+        raise ValueError(f"--loader memory needs images of one size; {split.paths[0].parent.parent}"
+                         f" has {len(sizes)} sizes (e.g. {sorted(sizes)[:2]}): resize the set "
+                         "or use --loader torch")
+    return torch.stack(images), files.corrupt.value
+
+
+class MemoryTrainLoader:
+    """Batches of ``(views, labels)`` made from the decoded split, sharded over processes."""
+
+    def __init__(self, split: Split, specs: list[ViewSpec], *, batch_size: int, workers: int,
+                 seed: int, rank: int = 0, world: int = 1, device_type: str = "cpu",
+                 bg: BgOptions | None = None) -> None:
+        check_specs(specs, bg)
+        self.specs = specs
+        images, self._corrupt = decode_split(split, workers)
+        device = torch.device("cuda", torch.cuda.current_device()) if device_type == "cuda" \
+            else torch.device("cpu")
+        self.images = images.to(device)
+        self.labels = torch.tensor(split.labels)
+        log.info("memory loader: %d images of %s decoded (%.0f MiB on %s)", len(images),
+                 tuple(images.shape[1:]), images.numel() / 2**20, device)
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.batches_per_epoch = len(split) // (batch_size * world)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    @property
+    def corrupt_count(self) -> int:
+        return self._corrupt
+
+    def epoch(self, epoch: int, start_batch: int = 0):
+        batches = epoch_batches(len(self.labels), self.batch_size, seed=self.seed, epoch=epoch,
+                                rank=self.rank, world=self.world)
+        for b in range(start_batch, len(batches)):
+            g = torch.Generator().manual_seed(
+                ((self.seed * 1_000_003 + epoch) * 10_000_019 + b) * 1_009 + self.rank)
+            idx = torch.tensor(batches[b])
+            images = self.images[idx.to(self.images.device)]
+            yield [augment(images, spec, g) for spec in self.specs], self.labels[idx]

@@ -39,8 +39,9 @@ class Config:
     channels_last: bool = True
     resume: bool = False
     # data
-    loader: str = "auto"  # auto | memory | dali | torch (auto: dali on CUDA; on CPU memory when
-    # the decoded set fits in 2 GiB and the views allow it, else torch)
+    # auto | memory | dali | torch (auto: dali on CUDA when installed, else memory when the
+    # decoded set fits in 2 GiB, its images have one size and the views allow it, else torch)
+    loader: str = "auto"
     workers: int = 2  # DataLoader workers / DALI threads
     batch_size: int = 256  # global batch (split over processes)
     views: str = ""  # augmentation preset; "" = the method's

@@ -17,20 +17,30 @@ LOADERS = ("auto", "memory", "dali", "torch")
 MEMORY_AUTO_BYTES = 2 * 2**30
 
 
-def _memory_fits(split: Split, specs: list[ViewSpec], options: dict) -> bool:
-    """Whether ``auto`` may pick the memory loader: it implements the views and background mode,
-    and the decoded set (estimated from the first image) is at most ``MEMORY_AUTO_BYTES``."""
+def _image_size(path) -> tuple[int, int] | None:
     from PIL import Image
 
+    try:
+        with Image.open(path) as im:  # reads the header only
+            return im.size
+    except (OSError, ValueError):
+        return None  # unreadable: the loader reports it, not this check
+
+
+def _memory_fits(split: Split, specs: list[ViewSpec], options: dict) -> bool:
+    """Whether ``auto`` may pick the memory loader: it implements the views and background mode,
+    the decoded set is at most ``MEMORY_AUTO_BYTES`` and all images have one size."""
     from fastssl.pipelines.memory import check_specs
 
     try:
         check_specs(specs, options.get("bg"))
-        with Image.open(split.paths[0]) as im:
-            width, height = im.size
-    except (ValueError, OSError):
+    except ValueError:
         return False
-    return 3 * width * height * len(split) <= MEMORY_AUTO_BYTES
+    first = _image_size(split.paths[0])
+    if first is None or 3 * first[0] * first[1] * len(split) > MEMORY_AUTO_BYTES:
+        return False
+    sizes = {_image_size(p) for p in split.paths} - {None}
+    return sizes == {first}
 
 
 def resolve_loader(name: str, device_type: str, split: Split, specs: list[ViewSpec],

@@ -130,6 +130,7 @@ def test_unsupported_options_and_mixed_sizes_are_errors(tmp_path, shapes_dir):
         Image.new("RGB", (size, size)).save(odd / split / "a" / f"{size}.png")
     with pytest.raises(ValueError, match="one size"):
         MemoryTrainLoader(scan(odd).train, [IDENTITY], batch_size=1, workers=1, seed=0)
+    assert resolve_loader("auto", "cpu", scan(odd).train, [IDENTITY]) == "torch"
 
 
 def test_auto_picks_memory_on_cpu_when_it_can(shapes_dir):

@@ -3,7 +3,7 @@
 #
 #   benchmarks/gpu_suite.sh [RESULTS_DIR]      (default benchmarks/results/)
 #
-# The step limits add up to under 10 minutes (90 + 170 + 140 + 100 + 60 s without DALI), so the
+# The step limits add up to under 10 minutes (90 + 150 + 200 + 80 + 60 s without DALI), so the
 # suite ends in time even when a step hangs. Installs nothing: uses $PYTHON (default: .venv/bin/python if present,
 # else python3) with torch and triton already there. Budget: under 8 minutes in all; each step has its own timeout and a
 # failing step is recorded in RESULTS_DIR/gpu-suite-status.txt without stopping the others.
@@ -47,16 +47,16 @@ cat "$RESULTS_DIR/gpu-info.txt"
 # Every kernel vs the float64 reference (fresh inputs, several sizes, fp32 and bf16), then the
 # benchmark table kernels-<device>.md (eager vs torch.compile vs Triton).
 step kernels-check 90 "$PYTHON" benchmarks/check_kernels_gpu.py --out "$RESULTS_DIR"
-step kernels-bench 170 "$PYTHON" benchmarks/kernels.py --out "$RESULTS_DIR"
+step kernels-bench 150 "$PYTHON" benchmarks/kernels.py --out "$RESULTS_DIR"
 # ===================== [kernels] end ======================================================
 
 # ===================== [training] every method through the training loop on the GPU ========
 # The CPU learning benchmark's settings on the GPU (bf16 autocast, memory loader on the GPU,
 # eager) -> learning-cuda.md; then the default SimCLR run with a ResNet-18 and the compiled step
 # (torch.compile + the fused NT-Xent kernel inside it), its summary line in train-compile.log.
-step learning-cuda 140 "$PYTHON" benchmarks/learning.py --device cuda --loader memory \
+step learning-cuda 200 "$PYTHON" benchmarks/learning.py --device cuda --loader memory \
     --compile off --out /tmp/fastssl-learning --results "$RESULTS_DIR/learning-cuda.md"
-step train-compile 100 "$PYTHON" -m fastssl.cli train --device cuda --compile on \
+step train-compile 80 "$PYTHON" -m fastssl.cli train --device cuda --compile on \
     --loader memory --backbone resnet18 --epochs 5 --eval_every 0 --progress false \
     --out /tmp/fastssl-compile
 # ===================== [training] end =====================================================

@@ -3,9 +3,9 @@
 #
 #   benchmarks/gpu_suite.sh [RESULTS_DIR]      (default benchmarks/results/)
 #
-# The step limits add up to under 10 minutes (90 + 150 + 200 + 80 + 60 s without DALI), so the
-# suite ends in time even when a step hangs. Installs nothing: uses $PYTHON (default: .venv/bin/python if present,
-# else python3) with torch and triton already there. Budget: under 8 minutes in all; each step has its own timeout and a
+# Installs nothing: uses $PYTHON (default: .venv/bin/python if present, else python3) with torch
+# and triton already there. Each step has its own time limit; they add up to under 10 minutes
+# (90 + 150 + 200 + 80 + 60 s without DALI), so the suite ends in time even when a step hangs. A
 # failing step is recorded in RESULTS_DIR/gpu-suite-status.txt without stopping the others.
 # Other parts append their own sections at the marked hooks below (keep each under its budget).
 set -uo pipefail

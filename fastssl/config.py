@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from fastssl.pipelines import LOADERS
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -227,7 +229,7 @@ def validate(cfg: Config) -> None:
     choices = {
         "device": ("auto", "cpu", "cuda"),
         "compile": ("auto", "on", "off"),
-        "loader": ("auto", "memory", "dali", "torch"),
+        "loader": LOADERS,
         "optimizer": ("sgd", "adamw", "lars"),
         "lr_scaling": ("linear", "sqrt", "none"),
         "bg_mode": ("none", "rm", "random", "swaps"),

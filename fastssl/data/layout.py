@@ -43,6 +43,14 @@ class DatasetIndex:
         return self.root / "masks" / rel.with_suffix(".png")
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header only."""
+    from PIL import Image
+
+    with Image.open(path) as im:  # lazy: reads the header only
+        return im.size
+
+
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from fastssl.data.layout import Split
+from fastssl.data.layout import Split, image_size
 from fastssl.pipelines.views import ViewSpec
 
 LOADERS = ("auto", "memory", "dali", "torch")
@@ -18,11 +18,8 @@ MEMORY_AUTO_BYTES = 2 * 2**30
 
 
 def _image_size(path) -> tuple[int, int] | None:
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:  # reads the header only
-            return im.size
+        return image_size(path)
     except (OSError, ValueError):
         return None  # unreadable: the loader reports it, not this check
 

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastssl.data.layout import IMAGE_EXTENSIONS, DataError, Split
+from fastssl.data.layout import IMAGE_EXTENSIONS, DataError, Split, image_size
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,6 @@ def mask_path(root: Path, image: Path) -> Path:
     return root / "masks" / image.relative_to(root).with_suffix(".png")
 
 
-def _size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:  # lazy: reads the header only
-        return im.size
-
-
 def resolve_masks(split: Split, opts: BgOptions) -> tuple[list[Path | None], int]:
     """The mask file of every image of ``split`` (``None``: no background change for that image)
     and how many were missing or unusable.
@@ -112,9 +105,9 @@ def resolve_masks(split: Split, opts: BgOptions) -> tuple[list[Path | None], int
             problem = f"missing foreground mask {m} (for {image})"
         else:
             try:
-                if _size(m) != _size(image):
-                    problem = (f"foreground mask {m} is {_size(m)[0]}x{_size(m)[1]} but its image "
-                               f"{image} is {_size(image)[0]}x{_size(image)[1]}")
+                (mw, mh), (iw, ih) = image_size(m), image_size(image)
+                if (mw, mh) != (iw, ih):
+                    problem = f"foreground mask {m} is {mw}x{mh} but its image {image} is {iw}x{ih}"
             except OSError as e:
                 problem = f"unreadable foreground mask {m} ({e})"
         if problem and opts.missing_mask == "error":

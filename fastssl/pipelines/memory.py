@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 LUMA = (0.299, 0.587, 0.114)
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
                     dtype=torch.float64)
+_YIQ_INV = torch.linalg.inv(_YIQ)
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -74,7 +75,7 @@ def _hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     rot = torch.zeros(len(turns), 3, 3, dtype=torch.float64)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
-    m = (torch.linalg.inv(_YIQ) @ rot @ _YIQ).to(x)
+    m = (_YIQ_INV @ rot @ _YIQ).to(x)
     return torch.einsum("bij,bjhw->bihw", m, x)
 
 

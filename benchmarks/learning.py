@@ -55,8 +55,11 @@ PER_METHOD: dict[str, dict] = {
              "tau_base": 0.99},
     "simsiam": {"proj_hidden_dim": 1024, "proj_dim": 1024, "pred_hidden_dim": 256},
     "barlow_twins": {"proj_hidden_dim": 1024, "proj_dim": 1024, "lr": 1e-3},
+    # SwAV at the paper's eps 0.05 falls into the trivial solution within ~30 steps (projector
+    # outputs equidistant from all prototypes, loss exactly ln K); the paper (a high eps
+    # "generally leads to a trivial solution") and the official README advise a lower eps
     "swav": {"proj_hidden_dim": 512, "proj_dim": 128, "n_prototypes": 100, "local_crops": 2,
-             "freeze_prototypes_iters": 20},
+             "freeze_prototypes_iters": 20, "sinkhorn_eps": 0.01},
     "mocov2": {"proj_hidden_dim": 512, "proj_dim": 128, "queue_size": 4096, "ema_momentum": 0.99,
                "temperature": 0.2},
     "mocov3": {"proj_hidden_dim": 1024, "proj_dim": 128, "pred_hidden_dim": 1024,

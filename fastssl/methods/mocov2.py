@@ -8,7 +8,13 @@ the same on all of them.
 
 BatchNorm: the key batch is shuffled across processes before the key encoder and unshuffled
 after (shuffle-BN), so a query and its key never share BatchNorm statistics. With ``sync_bn``
-(global statistics) shuffling cannot help and is skipped; in a single process it is a no-op.
+(global statistics) shuffling cannot help and is skipped. In a single process there is no other
+device to shuffle with, and one BatchNorm batch lets the current keys share statistics that the
+queue's keys lack: the loss then falls by telling "this batch" from "the queue" instead of by
+discriminating instances. So a single process emulates ``bn_splits`` devices, as the official
+single-GPU CIFAR-10 demo does with its SplitBatchNorm: queries and keys are normalised in groups of
+B / bn_splits, and the keys are shuffled between the groups before the key encoder and put back
+in order after it.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ class MoCoV2Args:
     queue_size: int = 65536
     ema_momentum: float = 0.999  # key encoder momentum (constant)
     temperature: float = 0.2
-    shuffle_bn: bool = True  # under DDP without sync_bn
+    shuffle_bn: bool = True  # under DDP without sync_bn, and over bn_splits groups in one process
+    bn_splits: int = 8  # BatchNorm groups emulating devices in a single process (1 = off)
 
 
 class MoCoV2(Method):
@@ -48,6 +55,9 @@ class MoCoV2(Method):
         a: MoCoV2Args = cfg.args
         self.m, self.temperature = a.ema_momentum, a.temperature
         self.shuffle_bn = a.shuffle_bn and not cfg.sync_bn
+        if a.bn_splits < 1:
+            raise ValueError(f"bn_splits must be >= 1, got {a.bn_splits}")
+        self.bn_splits = a.bn_splits if self.shuffle_bn and world_size() == 1 else 1
         self.projector = mlp([self.feat_dim, a.proj_hidden_dim, a.proj_dim], hidden_bn=False)
         self.key_encoder = momentum_copy(self.query_encoder())
         self.register_buffer("queue", F.normalize(torch.randn(a.queue_size, a.proj_dim), dim=1))
@@ -58,8 +68,20 @@ class MoCoV2(Method):
         """Backbone + head (built on the fly: no second registration of the modules)."""
         return nn.Sequential(self.backbone, self.projector)
 
+    def _split_bn(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``encoder`` over ``bn_splits`` groups of the batch (one BatchNorm batch each)."""
+        if self.bn_splits == 1:
+            return encoder(x)
+        if x.shape[0] % self.bn_splits:
+            raise ValueError(f"MoCo v2: batch {x.shape[0]} is not divisible by bn_splits "
+                             f"{self.bn_splits}")
+        return torch.cat([encoder(part) for part in x.chunk(self.bn_splits)])
+
     @torch.no_grad()
     def _keys_of(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bn_splits > 1:  # shuffle-BN between the emulated devices of one process
+            perm = torch.randperm(x.shape[0], device=x.device)
+            return self._split_bn(self.key_encoder, x[perm])[torch.argsort(perm)]
         if not (self.shuffle_bn and world_size() > 1):
             return self.key_encoder(x)
         # shuffle-BN (official MoCo): a random permutation of the global batch, broadcast from
@@ -74,7 +96,7 @@ class MoCoV2(Method):
         return k_all[torch.argsort(perm)][rank() * n:(rank() + 1) * n]
 
     def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        q = self.projector(self.backbone(views[0]))
+        q = self._split_bn(self.query_encoder(), views[0])
         k = self._keys_of(views[1])
         self._keys = F.normalize(k.float(), dim=1)
         loss = info_nce(q, k, self.queue, temperature=self.temperature)

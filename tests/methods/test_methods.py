@@ -19,7 +19,7 @@ EXTRA = {
     "simsiam": {"pred_hidden_dim": 8},
     "mocov3": {"pred_hidden_dim": 32},
     "swav": {"n_prototypes": 12},
-    "mocov2": {"queue_size": 24},
+    "mocov2": {"queue_size": 24, "bn_splits": 2},
 }
 PRESETS = ["simclr", "simclr_v2", "byol", "simsiam", "barlow_twins", "swav", "mocov2", "mocov3",
            "mocov3_vit"]
@@ -154,6 +154,23 @@ def test_mocov2_queue_pointer_advances_and_wraps():
     step(model, cfg, views, 2)
     assert int(model.queue_ptr) == 0  # 3 x 8 keys filled the 24 slots and wrapped
     assert model.queue.grad is None and not model.queue.requires_grad
+
+
+def test_mocov2_single_process_shuffle_bn_normalises_keys_in_shuffled_groups():
+    cfg, model = tiny("mocov2")  # bn_splits=2: two emulated devices of 4 samples each
+    x = torch.randn(8, 3, 16, 16)
+    torch.manual_seed(3)
+    keys = model._keys_of(x)
+    torch.manual_seed(3)
+    perm = torch.randperm(8)
+    for group in perm.chunk(2):  # each key is what its shuffled group alone gives it
+        torch.testing.assert_close(keys[group], model.key_encoder(x[group]))
+    assert not torch.allclose(keys, model.key_encoder(x), atol=1e-4)  # not one BN batch
+    with pytest.raises(ValueError, match="bn_splits"):
+        model._split_bn(model.key_encoder, torch.randn(5, 3, 16, 16))
+    with pytest.raises(ValueError, match="bn_splits"):
+        tiny("mocov2", bn_splits=0)
+    assert tiny("mocov2", sync_bn=True)[1].bn_splits == 1  # global statistics: nothing to split
 
 
 def test_swav_prototypes_normalised_and_frozen_during_freeze():

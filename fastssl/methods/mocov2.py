@@ -68,7 +68,7 @@ class MoCoV2(Method):
         """Backbone + head (built on the fly: no second registration of the modules)."""
         return nn.Sequential(self.backbone, self.projector)
 
-    def _split_bn(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _split_bn(self, encoder, x: torch.Tensor) -> torch.Tensor:
         """``encoder`` over ``bn_splits`` groups of the batch (one BatchNorm batch each)."""
         if self.bn_splits == 1:
             return encoder(x)
@@ -96,7 +96,7 @@ class MoCoV2(Method):
         return k_all[torch.argsort(perm)][rank() * n:(rank() + 1) * n]
 
     def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        q = self._split_bn(self.query_encoder(), views[0])
+        q = self._split_bn(lambda x: self.projector(self.backbone(x)), views[0])
         k = self._keys_of(views[1])
         self._keys = F.normalize(k.float(), dim=1)
         loss = info_nce(q, k, self.queue, temperature=self.temperature)

@@ -34,6 +34,13 @@ from fastssl.models.ema import ema_update_, momentum_copy
 from fastssl.models.heads import mlp
 
 
+def random_permutation(n: int, device: torch.device) -> torch.Tensor:
+    """A uniform random permutation of range(n). Not ``torch.randperm``: indexing a batch with it
+    trips inductor's randperm-index pattern under ``torch.compile`` (torch 2.11, "Not all inputs
+    to pattern found")."""
+    return torch.rand(n, device=device).argsort()
+
+
 @dataclass
 class MoCoV2Args:
     proj_hidden_dim: int = 2048
@@ -80,7 +87,7 @@ class MoCoV2(Method):
     @torch.no_grad()
     def _keys_of(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn_splits > 1:  # shuffle-BN between the emulated devices of one process
-            perm = torch.randperm(x.shape[0], device=x.device)
+            perm = random_permutation(x.shape[0], x.device)
             return self._split_bn(self.key_encoder, x[perm])[torch.argsort(perm)]
         if not (self.shuffle_bn and world_size() > 1):
             return self.key_encoder(x)
@@ -88,7 +95,7 @@ class MoCoV2(Method):
         # rank 0; each process encodes its slice of the shuffled batch, then the keys are put
         # back in order.
         x_all = gather(x)
-        perm = torch.randperm(x_all.shape[0], device=x.device)
+        perm = random_permutation(x_all.shape[0], x.device)
         dist.broadcast(perm, src=0)
         n = x.shape[0]
         mine = perm[rank() * n:(rank() + 1) * n]

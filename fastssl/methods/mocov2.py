@@ -2,9 +2,11 @@
 
 Query encoder: backbone -> MLP head (2048-ReLU-128, no BN, as in the official code). Key encoder:
 an EMA copy (constant momentum 0.999) updated after each optimiser step. Loss: InfoNCE with
-temperature 0.2 over [positive key, queue of 65536 past keys]. The queue is a buffer (no
-gradient) updated in ``on_train_step_end`` with the keys gathered from every process, so it is
-the same on all of them.
+temperature 0.2 over [positive key, queue of 65536 past keys]. ``symmetric`` (off in the paper;
+the ``--symmetric`` option of the official single-GPU CIFAR-10 demo) adds the loss with the views
+swapped, ctr(q1, k2) + ctr(q2, k1), and enqueues both keys: twice the signal per step. The
+queue is a buffer (no gradient) updated in ``on_train_step_end`` with the keys gathered from
+every process, so it is the same on all of them.
 
 BatchNorm: the key batch is shuffled across processes before the key encoder and unshuffled
 after (shuffle-BN), so a query and its key never share BatchNorm statistics. With ``sync_bn``
@@ -50,6 +52,7 @@ class MoCoV2Args:
     temperature: float = 0.2
     shuffle_bn: bool = True  # under DDP without sync_bn, and over bn_splits groups in one process
     bn_splits: int = 8  # BatchNorm groups emulating devices in a single process (1 = off)
+    symmetric: bool = False  # ctr(q1, k2) + ctr(q2, k1), both keys enqueued (official demo)
 
 
 class MoCoV2(Method):
@@ -61,6 +64,7 @@ class MoCoV2(Method):
         super().__init__(cfg)
         a: MoCoV2Args = cfg.args
         self.m, self.temperature = a.ema_momentum, a.temperature
+        self.symmetric = a.symmetric
         self.shuffle_bn = a.shuffle_bn and not cfg.sync_bn
         if a.bn_splits < 1:
             raise ValueError(f"bn_splits must be >= 1, got {a.bn_splits}")
@@ -103,10 +107,14 @@ class MoCoV2(Method):
         return k_all[torch.argsort(perm)][rank() * n:(rank() + 1) * n]
 
     def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        q = self._split_bn(lambda x: self.projector(self.backbone(x)), views[0])
-        k = self._keys_of(views[1])
-        self._keys = F.normalize(k.float(), dim=1)
-        loss = info_nce(q, k, self.queue, temperature=self.temperature)
+        pairs = [(0, 1), (1, 0)] if self.symmetric else [(0, 1)]
+        loss, keys = 0.0, []
+        for qi, ki in pairs:  # every loss term scores against the queue of earlier steps
+            q = self._split_bn(lambda x: self.projector(self.backbone(x)), views[qi])
+            k = self._keys_of(views[ki])
+            keys.append(F.normalize(k.float(), dim=1))
+            loss = loss + info_nce(q, k, self.queue, temperature=self.temperature)
+        self._keys = torch.cat(keys)
         return {"loss": loss}
 
     @torch.no_grad()

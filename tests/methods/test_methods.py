@@ -174,6 +174,19 @@ def test_mocov2_single_process_shuffle_bn_normalises_keys_in_shuffled_groups():
     assert tiny("mocov2", sync_bn=True)[1].bn_splits == 1  # global statistics: nothing to split
 
 
+def test_mocov2_symmetric_sums_both_directions_and_enqueues_both_keys():
+    cfg, model = tiny("mocov2", symmetric=True, bn_splits=1)
+    v1, v2 = views_for(cfg)
+    total = model([v1, v2], 0)["loss"]
+    model.symmetric = False
+    one_way = model([v1, v2], 0)["loss"] + model([v2, v1], 0)["loss"]
+    torch.testing.assert_close(total, one_way)
+    model.symmetric = True
+    step(model, cfg, [v1, v2], 0)
+    assert int(model.queue_ptr) == 16  # keys of both views: 2 x 8
+    torch.testing.assert_close(model.queue[:16], model._keys)
+
+
 def test_mocov2_shuffle_bn_compiles():
     # inductor rewrites x[torch.randperm(n)] and failed on the shuffled key batch (torch 2.11)
     cfg, model = tiny("mocov2")

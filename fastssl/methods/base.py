@@ -73,3 +73,11 @@ def split_decay(named_params, **group_options: Any) -> list[dict[str, Any]]:
         {"params": excluded, "exclude": True, **group_options},
     ]
     return [g for g in groups if g["params"]]
+
+
+def fixed_predictor_lr_groups(model: nn.Module, fixed: bool) -> list[dict[str, Any]]:
+    """``split_decay`` groups for every parameter outside ``model.predictor``, then for the
+    predictor, whose learning rate is kept at its initial value (no warm-up, no decay) when
+    ``fixed`` (SimSiam's recipe: the predictor stays near its optimum as the encoder changes)."""
+    rest = [(n, p) for n, p in model.named_parameters() if not n.startswith("predictor.")]
+    return split_decay(rest) + split_decay(model.predictor.named_parameters(), fixed_lr=fixed)

@@ -15,7 +15,7 @@ import torch
 
 from fastssl.config import Config
 from fastssl.kernels import negative_cosine
-from fastssl.methods.base import Method, split_decay
+from fastssl.methods.base import Method, fixed_predictor_lr_groups
 from fastssl.models.heads import mlp
 
 
@@ -48,8 +48,4 @@ class SimSiam(Method):
         return {"loss": loss}
 
     def param_groups(self, cfg: Config) -> list[dict[str, Any]]:
-        encoder = [(n, p) for n, p in self.named_parameters() if not n.startswith("predictor.")]
-        groups = split_decay(encoder)
-        groups += split_decay(self.predictor.named_parameters(),
-                              fixed_lr=self.fixed_predictor_lr)
-        return groups
+        return fixed_predictor_lr_groups(self, self.fixed_predictor_lr)

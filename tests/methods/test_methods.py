@@ -235,8 +235,9 @@ def test_swav_queue_fills_from_start_epoch_then_is_used():
     assert torch.isfinite(out["loss"])
 
 
-def test_simsiam_predictor_lr_is_fixed():
-    cfg, model = tiny("simsiam", lr=0.1)
+@pytest.mark.parametrize("name,kw", [("simsiam", {}), ("byol", {"fixed_predictor_lr": True})])
+def test_predictor_lr_is_fixed(name, kw):
+    cfg, model = tiny(name, lr=0.1, **kw)
     opt = build_optimizer(model.param_groups(cfg), cfg)
     set_lr(opt, 0.25)
     pred = {id(p) for p in model.predictor.parameters()}
@@ -244,6 +245,24 @@ def test_simsiam_predictor_lr_is_fixed():
         is_pred = {id(p) for p in g["params"]} <= pred
         assert g["lr"] == pytest.approx(g["base_lr"] * (1.0 if is_pred else 0.25))
     assert any({id(p) for p in g["params"]} <= pred for g in opt.param_groups)
+
+
+def test_byol_predictor_lr_scheduled_by_default():
+    cfg, model = tiny("byol", lr=0.1)
+    opt = build_optimizer(model.param_groups(cfg), cfg)
+    assert not any(g.get("fixed_lr") for g in opt.param_groups)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(
+        [p for p in model.parameters() if p.requires_grad])  # no target parameter, none missed
+
+
+def test_byol_proj_last_bn_centres_target_outputs():
+    cfg, model = tiny("byol", proj_last_bn=True)
+    assert not isinstance(tiny("byol")[1].projector[-1], torch.nn.BatchNorm1d)  # paper: off
+    last = model.projector[-1]
+    assert isinstance(last, torch.nn.BatchNorm1d) and not last.affine
+    assert isinstance(model.target[1][-1], torch.nn.BatchNorm1d)  # the target is a copy
+    z = model.target(views_for(cfg)[0])
+    torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-5, rtol=0)
 
 
 def test_barlow_twins_bias_lr_ratio():

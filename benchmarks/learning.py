@@ -1,7 +1,7 @@
 """Learning benchmark: every method on the embedded shapes set with the small CPU backbone.
 
 Each method trains through ``fastssl.train.train`` under the same small budget (small heads,
-32 px global / 16 px local crops, a few epochs) with kNN evaluation on. The table compares the
+32 px crops, a few epochs) with kNN evaluation on. The table compares the
 final kNN top-1 with that of the randomly initialised encoder (same architecture) and reports the
 per-dimension standard deviation of the L2-normalised backbone embeddings on the held-out split
 (near 0 = collapse). Paper hyper-parameters live in configs/; the overrides below adapt them to a
@@ -39,9 +39,9 @@ METHOD_ORDER = ["simclr", "simclr_v2", "byol", "simsiam", "barlow_twins", "swav"
 
 # the shared CPU budget: the `make demo` settings (config defaults: small_cnn, 32 px crops,
 # batch 256, 20 epochs = 380 steps, about 4 minutes per method on 2 cores, AdamW lr 2e-3),
-# with 16 px local crops for SwAV and kNN only at the start and the end
-COMMON = {"backbone": "small_cnn", "crop_size": 32, "local_crop_size": 16, "eval_every": 0,
-          "log_every": 10, "progress": False}
+# with kNN only at the start and the end
+COMMON = {"backbone": "small_cnn", "crop_size": 32, "eval_every": 0, "log_every": 10,
+          "progress": False}
 
 # per-method CPU-scale settings: smaller heads; momentum / queue sizes scaled to ~380 steps.
 # MoCo v3's key-encoder momentum (cosine schedule from ema_momentum to 1): starting at 0.99 the
@@ -51,24 +51,39 @@ COMMON = {"backbone": "small_cnn", "crop_size": 32, "local_crop_size": 16, "eval
 PER_METHOD: dict[str, dict] = {
     "simclr": {},
     "simclr_v2": {"proj_hidden_dim": 1024},
+    # BYOL (global crops 0.5-1, reason below): +1.1 as the paper (tau from 0.99); a last BN in
+    # the projector +7.6; with tau from 0 +22.6 (the cosine schedule takes tau to 1, so from
+    # 0.99 the target is nearly frozen from mid-run on: its time constant at 75% of this run is
+    # ~700 steps, against ~0.6% of the run in the paper); BN without affine and SimSiam's fixed
+    # predictor lr on top: +35.8. Tried and worse: predictor lr x10, weight decay 0.1, MoCo v2's
+    # views (see docs/methods.md)
     "byol": {"proj_hidden_dim": 1024, "proj_dim": 128, "pred_hidden_dim": 1024,
-             "tau_base": 0.99},
-    # global crops of at least half the image (SimSiam and Barlow Twins): the shapes span a third
-    # to most of a 64 px frame, and crops down to 20% of its area often hold only part of the
-    # shape and some background. The contrastive methods learn the shape regardless (their
-    # negatives share colours and backgrounds); SimSiam and Barlow Twins then learn what both views
-    # still share, and lose kNN accuracy (-6.2 and +3.9 at 0.2-1; +32.3 and +37.1 at 0.5-1)
+             "tau_base": 0.0, "proj_last_bn": True, "fixed_predictor_lr": True,
+             "global_scale": (0.5, 1.0)},
+    # global crops of at least half the image (all but SimCLR and MoCo v3): the shapes
+    # span a third to most of a 64 px frame, and crops down to 20% of its area often hold only
+    # part of the shape and some background. SimCLR and MoCo v3 learn the shape regardless (their
+    # in-batch negatives share colours and backgrounds); the others then learn what both views
+    # still share, and lose kNN accuracy (SimSiam -6.2 and Barlow Twins +3.9 at 0.2-1; +32.3 and
+    # +37.1 at 0.5-1)
     "simsiam": {"proj_hidden_dim": 1024, "proj_dim": 1024, "pred_hidden_dim": 256,
                 "global_scale": (0.5, 1.0)},
     "barlow_twins": {"proj_hidden_dim": 1024, "proj_dim": 1024, "lr": 1e-3,
                      "global_scale": (0.5, 1.0)},
-    # SwAV at the paper's eps 0.05 falls into the trivial solution within ~30 steps (projector
-    # outputs equidistant from all prototypes, loss exactly ln K); the paper (a high eps
-    # "generally leads to a trivial solution") and the official README advise a lower eps
-    "swav": {"proj_hidden_dim": 512, "proj_dim": 128, "n_prototypes": 100, "local_crops": 2,
-             "freeze_prototypes_iters": 20, "sinkhorn_eps": 0.01},
+    # SwAV: no local crops. 16 px crops of 5-14% of a 64 px frame hold a fragment of the shape at
+    # best, so predicting the global crops' codes from them clusters by colour (-1.5 with two
+    # of them; +47.9 without, both at eps 0.01). At the paper's eps 0.05 it falls into the
+    # trivial solution within ~30 steps (projector outputs equidistant from all prototypes, loss
+    # exactly ln K), with or without local crops; the paper (a high eps "generally leads to a
+    # trivial solution") and the official README advise a lower eps
+    "swav": {"proj_hidden_dim": 512, "proj_dim": 128, "n_prototypes": 100, "local_crops": 0,
+             "freeze_prototypes_iters": 20, "sinkhorn_eps": 0.01, "global_scale": (0.5, 1.0)},
+    # MoCo v2: the official single-GPU CIFAR-10 demo's settings (queue 4096, momentum 0.99,
+    # temperature 0.1, symmetric loss, 8 BatchNorm splits) with AdamW: +5.2 as the paper (one
+    # direction, temperature 0.2, crops 0.2-1), +17.5 with crops 0.5-1, +25.0 symmetric, +31.1 at
+    # temperature 0.1 (momentum 0.95 instead of 0.99: +29.2 at temperature 0.2)
     "mocov2": {"proj_hidden_dim": 512, "proj_dim": 128, "queue_size": 4096, "ema_momentum": 0.99,
-               "temperature": 0.2},
+               "temperature": 0.1, "symmetric": True, "global_scale": (0.5, 1.0)},
     "mocov3": {"proj_hidden_dim": 1024, "proj_dim": 128, "pred_hidden_dim": 1024,
                "ema_momentum": 0.0, "temperature": 0.2},
 }
@@ -113,7 +128,7 @@ def write_table(rows: list[dict], path: Path, cfg, device: str) -> None:
         f"{torch.get_num_threads()} CPU threads. Wall times include both kNN evaluations.",
         "",
         "Data: the embedded shapes set (10 classes, 64 px, 5000 train / 1000 val images; "
-        "raw-pixel kNN is near chance). Backbone `small_cnn`, global crops 32 px, local 16 px, "
+        "raw-pixel kNN is near chance). Backbone `small_cnn`, crops 32 px, "
         f"batch {cfg.batch_size}, {cfg.epochs} epochs, {cfg.optimizer} (lr {cfg.lr} unless the "
         "method's overrides say otherwise), kNN top-1 (k=200, T=0.07) on the val split. "
         "`random init` is the same architecture before training; `emb std` is the mean "

@@ -1,9 +1,9 @@
 """Learning benchmark: every method on the embedded shapes set with the small CPU backbone.
 
 Each method trains through ``fastssl.train.train`` under the same small budget (small heads,
-32 px crops, a few epochs) with kNN evaluation on. The table compares the
-final kNN top-1 with that of the randomly initialised encoder (same architecture) and reports the
-per-dimension standard deviation of the L2-normalised backbone embeddings on the held-out split
+32 px crops, a few epochs) with kNN evaluation on. The table compares the final kNN top-1 with
+that of the randomly initialised encoder (same architecture) and reports the per-dimension
+standard deviation of the L2-normalised backbone embeddings on the held-out split
 (near 0 = collapse). Paper hyper-parameters live in configs/; the overrides below adapt them to a
 380-step CPU run on 64 px images, each with its reason.
 
@@ -43,6 +43,13 @@ METHOD_ORDER = ["simclr", "simclr_v2", "byol", "simsiam", "barlow_twins", "swav"
 COMMON = {"backbone": "small_cnn", "crop_size": 32, "eval_every": 0, "log_every": 10,
           "progress": False}
 
+# Global crops of at least half the image (all but SimCLR and MoCo v3): the shapes span a third
+# to most of a 64 px frame, and crops down to 20% of its area often hold only part of the shape
+# and some background. SimCLR and MoCo v3 learn the shape regardless (their in-batch negatives
+# share colours and backgrounds); the others then learn what both views still share, and lose kNN
+# accuracy (SimSiam -6.2 and Barlow Twins +3.9 at 0.2-1; +32.3 and +37.1 at 0.5-1).
+HALF_IMAGE_CROPS = (0.5, 1.0)
+
 # per-method CPU-scale settings: smaller heads; momentum / queue sizes scaled to ~380 steps.
 # MoCo v3's key-encoder momentum (cosine schedule from ema_momentum to 1): starting at 0.99 the
 # key encoder trails the query encoder by ~100 steps, a quarter of this run (at the paper's 10^5+
@@ -51,7 +58,7 @@ COMMON = {"backbone": "small_cnn", "crop_size": 32, "eval_every": 0, "log_every"
 PER_METHOD: dict[str, dict] = {
     "simclr": {},
     "simclr_v2": {"proj_hidden_dim": 1024},
-    # BYOL (global crops 0.5-1, reason below): +1.1 as the paper (tau from 0.99); a last BN in
+    # BYOL (with HALF_IMAGE_CROPS): +1.1 as the paper (tau from 0.99); a last BN in
     # the projector +7.6; with tau from 0 +22.6 (the cosine schedule takes tau to 1, so from
     # 0.99 the target is nearly frozen from mid-run on: its time constant at 75% of this run is
     # ~700 steps, against ~0.6% of the run in the paper); BN without affine and SimSiam's fixed
@@ -60,17 +67,11 @@ PER_METHOD: dict[str, dict] = {
     # predictor lr x10, weight decay 0.1, MoCo v2's views (see docs/methods.md)
     "byol": {"proj_hidden_dim": 1024, "proj_dim": 128, "pred_hidden_dim": 1024,
              "tau_base": 0.0, "proj_last_bn": True, "fixed_predictor_lr": True,
-             "global_scale": (0.5, 1.0)},
-    # global crops of at least half the image (all but SimCLR and MoCo v3): the shapes
-    # span a third to most of a 64 px frame, and crops down to 20% of its area often hold only
-    # part of the shape and some background. SimCLR and MoCo v3 learn the shape regardless (their
-    # in-batch negatives share colours and backgrounds); the others then learn what both views
-    # still share, and lose kNN accuracy (SimSiam -6.2 and Barlow Twins +3.9 at 0.2-1; +32.3 and
-    # +37.1 at 0.5-1)
+             "global_scale": HALF_IMAGE_CROPS},
     "simsiam": {"proj_hidden_dim": 1024, "proj_dim": 1024, "pred_hidden_dim": 256,
-                "global_scale": (0.5, 1.0)},
+                "global_scale": HALF_IMAGE_CROPS},
     "barlow_twins": {"proj_hidden_dim": 1024, "proj_dim": 1024, "lr": 1e-3,
-                     "global_scale": (0.5, 1.0)},
+                     "global_scale": HALF_IMAGE_CROPS},
     # SwAV: no local crops. 16 px crops of 5-14% of a 64 px frame hold a fragment of the shape at
     # best, so predicting the global crops' codes from them clusters by colour (-1.5 with two
     # of them; +47.9 without, both at eps 0.01). At the paper's eps 0.05 it falls into the
@@ -78,13 +79,13 @@ PER_METHOD: dict[str, dict] = {
     # exactly ln K), with or without local crops; the paper (a high eps "generally leads to a
     # trivial solution") and the official README advise a lower eps
     "swav": {"proj_hidden_dim": 512, "proj_dim": 128, "n_prototypes": 100, "local_crops": 0,
-             "freeze_prototypes_iters": 20, "sinkhorn_eps": 0.01, "global_scale": (0.5, 1.0)},
+             "freeze_prototypes_iters": 20, "sinkhorn_eps": 0.01, "global_scale": HALF_IMAGE_CROPS},
     # MoCo v2: the official single-GPU CIFAR-10 demo's settings (queue 4096, momentum 0.99,
     # temperature 0.1, symmetric loss, 8 BatchNorm splits) with AdamW: +5.2 as the paper (one
     # direction, temperature 0.2, crops 0.2-1), +17.5 with crops 0.5-1, +25.0 symmetric, +31.1 at
     # temperature 0.1 (momentum 0.95 instead of 0.99: +29.2 at temperature 0.2)
     "mocov2": {"proj_hidden_dim": 512, "proj_dim": 128, "queue_size": 4096, "ema_momentum": 0.99,
-               "temperature": 0.1, "symmetric": True, "global_scale": (0.5, 1.0)},
+               "temperature": 0.1, "symmetric": True, "global_scale": HALF_IMAGE_CROPS},
     "mocov3": {"proj_hidden_dim": 1024, "proj_dim": 128, "pred_hidden_dim": 1024,
                "ema_momentum": 0.0, "temperature": 0.2},
 }

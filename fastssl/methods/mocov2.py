@@ -21,6 +21,7 @@ in order after it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -79,7 +80,11 @@ class MoCoV2(Method):
         """Backbone + head (built on the fly: no second registration of the modules)."""
         return nn.Sequential(self.backbone, self.projector)
 
-    def _split_bn(self, encoder, x: torch.Tensor) -> torch.Tensor:
+    def _query(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))
+
+    def _split_bn(self, encoder: Callable[[torch.Tensor], torch.Tensor],
+                  x: torch.Tensor) -> torch.Tensor:
         """``encoder`` over ``bn_splits`` groups of the batch (one BatchNorm batch each)."""
         if self.bn_splits == 1:
             return encoder(x)
@@ -110,7 +115,7 @@ class MoCoV2(Method):
         pairs = [(0, 1), (1, 0)] if self.symmetric else [(0, 1)]
         loss, keys = 0.0, []
         for qi, ki in pairs:  # every loss term scores against the queue of earlier steps
-            q = self._split_bn(lambda x: self.projector(self.backbone(x)), views[qi])
+            q = self._split_bn(self._query, views[qi])
             k = self._keys_of(views[ki])
             keys.append(F.normalize(k.float(), dim=1))
             loss = loss + info_nce(q, k, self.queue, temperature=self.temperature)

@@ -1,7 +1,8 @@
-"""Command line: ``fastssl train | eval | data`` (one entry point).
+"""Command line: ``fastssl train | eval | data | profile`` (one entry point).
 
 Every config key is an option: ``--key=value`` or ``--key value`` (see ``fastssl.config``);
-``--config PRESET`` loads ``configs/PRESET.yaml`` or a YAML file.
+``--config PRESET`` loads ``configs/PRESET.yaml`` or a YAML file. Subcommands import their
+modules when called, so ``fastssl --help`` answers without loading torch.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from fastssl.config import ConfigError, load_preset, parse_overrides, resolve
+from fastssl.config import ConfigError, load_preset, parse_overrides
 from fastssl.data.layout import DataError
 
 USAGE = """usage:
@@ -23,12 +24,23 @@ USAGE = """usage:
 """
 
 
+TRAIN_USAGE = """usage: fastssl train [--config PRESET] [--method NAME] [--KEY=VALUE ...]
+
+Options are the general ones below and those of the chosen method (fastssl train --method NAME
+--help lists them); resolution order: defaults -> the method's -> --config PRESET -> options."""
+
+
 def cmd_train(tokens: list[str]) -> int:
+    from fastssl.methods import options_help, resolve_config
+
+    if "-h" in tokens or "--help" in tokens:
+        print(f"{TRAIN_USAGE}\n\n{options_help(tokens)}")
+        return 0
     from fastssl.train import train
 
     overrides = parse_overrides(tokens)
     preset = load_preset(overrides.pop("config")) if "config" in overrides else None
-    cfg = resolve(preset, overrides)
+    cfg = resolve_config(preset, overrides)
     result = train(cfg)
     if result.stopped_early:
         print(f"stopped at step {result.steps}; resume with: fastssl train --out {cfg.out} "

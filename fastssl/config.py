@@ -9,15 +9,15 @@ values of the wrong type are rejected with a one-line error naming the key.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import yaml
-
-from fastssl.pipelines import LOADERS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -26,63 +26,73 @@ class ConfigError(ValueError):
     """A bad key or value in a preset or override."""
 
 
+def opt(default: Any, help: str) -> Any:
+    """A config field with its one-line description (shown by ``--help``)."""
+    return field(default=default, metadata={"help": help})
+
+
+LOADERS = ("auto", "memory", "dali", "torch")
+BG_MODES = ("none", "rm", "random", "swaps")
+
+# ``--help`` groups: (title, first field of the group), in declaration order
+GROUPS = (("run", "method"), ("data", "loader"), ("background augmentation", "bg_mode"),
+          ("model", "backbone"), ("optimisation", "epochs"),
+          ("logging and evaluation", "log_every"))
+
+
 @dataclass
 class Config:
     # run
-    method: str = "simclr"
-    data: str = ""  # dataset root; "" = the embedded shapes set (generated once, cached)
-    out: str = "runs/latest"
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    compile: str = "auto"  # auto (on for CUDA) | on | off
-    deterministic: bool = False
+    method: str = opt("simclr", "method to train (fastssl train --method NAME --help: its options)")
+    data: str = opt("", "dataset root; empty = the embedded shapes set (generated once, cached)")
+    out: str = opt("runs/latest", "run directory: metrics, checkpoints, config")
+    seed: int = opt(0, "random seed (weights, epoch order, views)")
+    device: str = opt("auto", "auto | cpu | cuda")
+    compile: str = opt("auto", "torch.compile the step: auto (on for CUDA) | on | off")
+    deterministic: bool = opt(False, "deterministic algorithms (bit-exact resume on one machine)")
     # NHWC model and views: faster convolutions (oneDNN on CPU: ~30% per step on small_cnn;
     # tensor cores on CUDA)
-    channels_last: bool = True
-    resume: bool = False
+    channels_last: bool = opt(True, "NHWC model and views (faster convolutions)")
+    resume: bool = opt(False, "continue from OUT/checkpoints/last.pt")
     # data
-    # auto | memory | dali | torch (auto: dali on CUDA when installed, else memory when the
-    # decoded set fits in 2 GiB, its images have one size and the views allow it, else torch)
-    loader: str = "auto"
-    workers: int = 2  # DataLoader workers / DALI threads
-    batch_size: int = 256  # global batch (split over processes)
-    views: str = ""  # augmentation preset; "" = the method's
-    crop_size: int = 32
-    global_crops: int = 2
-    global_scale: tuple[float, float] = (0.2, 1.0)
-    local_crops: int = 0
-    local_crop_size: int = 16
-    local_scale: tuple[float, float] = (0.05, 0.2)
-    # background augmentation (Ryali et al. 2021; fastssl.pipelines.background): none | rm |
-    # random | swaps, its probability, an optional directory of background images, and what to
-    # do for an image without a usable mask in DIR/masks/ (error | skip: keep its background)
-    bg_mode: str = "none"
-    bg_p: float = 0.5
-    bg_bank: str = ""
-    bg_missing_mask: str = "error"
+    loader: str = opt("auto", "auto | memory | dali | torch (auto: dali on CUDA, else memory when "
+                      "the decoded set fits in 2 GiB with one image size, else torch)")
+    workers: int = opt(2, "DataLoader workers / DALI threads")
+    batch_size: int = opt(256, "global batch (split over processes)")
+    views: str = opt("", "augmentation preset; empty = the method's")
+    crop_size: int = opt(32, "global crop side (px)")
+    global_crops: int = opt(2, "global crops per image")
+    global_scale: tuple[float, float] = opt((0.2, 1.0), "global crop area range")
+    local_crops: int = opt(0, "local crops per image (multi-crop)")
+    local_crop_size: int = opt(16, "local crop side (px)")
+    local_scale: tuple[float, float] = opt((0.05, 0.2), "local crop area range")
+    # background augmentation (Ryali et al. 2021; fastssl.pipelines.background)
+    bg_mode: str = opt("none", "background augmentation: none | rm | random | swaps")
+    bg_p: float = opt(0.5, "probability of the background change")
+    bg_bank: str = opt("", "directory of background images for random / swaps")
+    bg_missing_mask: str = opt("error", "an image without a mask in DIR/masks/: error | skip")
     # model
-    backbone: str = "small_cnn"  # small_cnn | resnet18 | resnet50 | vit_s | vit_b
-    small_stem: bool = True  # 3x3 stride-1 stem without max-pool for small images
-    sync_bn: bool = False
-    # optimisation
-    # the defaults are sized for `make demo` (SimCLR, small_cnn, shapes set): about 4 minutes of
-    # training on 2 CPU cores; the paper settings are in configs/
-    epochs: int = 20
-    optimizer: str = "adamw"  # sgd | adamw | lars
-    lr: float = 2e-3  # base learning rate, scaled by lr_scaling
-    lr_scaling: str = "linear"  # linear (lr * B / 256) | sqrt (lr * sqrt(B)) | none
-    weight_decay: float = 1e-6
-    momentum: float = 0.9
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.2  # the cosine schedule ends at lr * min_lr_ratio
-    clip_grad: float = 0.0  # 0 = off
+    backbone: str = opt("small_cnn", "small_cnn | resnet18 | resnet34 | resnet50 | vit_s | vit_b")
+    small_stem: bool = opt(True, "3x3 stride-1 stem without max-pool for small images")
+    sync_bn: bool = opt(False, "global BatchNorm statistics under DDP")
+    # optimisation: the defaults are sized for `make demo` (SimCLR, small_cnn, shapes set): about
+    # 4 minutes of training on 2 CPU cores; the paper settings are in configs/
+    epochs: int = opt(20, "training epochs")
+    optimizer: str = opt("adamw", "sgd | adamw | lars")
+    lr: float = opt(2e-3, "base learning rate, scaled by lr_scaling")
+    lr_scaling: str = opt("linear", "linear (lr * B / 256) | sqrt (lr * sqrt(B)) | none")
+    weight_decay: float = opt(1e-6, "weight decay")
+    momentum: float = opt(0.9, "SGD / LARS momentum")
+    warmup_epochs: float = opt(1.0, "linear warm-up (epochs)")
+    min_lr_ratio: float = opt(0.2, "the cosine schedule ends at lr * min_lr_ratio")
+    clip_grad: float = opt(0.0, "gradient norm clipping; 0 = off")
     # logging and evaluation
-    log_every: int = 10
-    eval_every: int = 10  # epochs; 0 = only at the end
-    knn_k: int = 200
-    knn_temperature: float = 0.07
-    checkpoint_every: int = 0  # epochs between periodic copies of last.pt; 0 = off
-    progress: bool = True
+    log_every: int = opt(10, "steps between metric lines")
+    eval_every: int = opt(10, "epochs between kNN evaluations; 0 = only at the end, -1 = never")
+    knn_k: int = opt(200, "kNN neighbours")
+    knn_temperature: float = opt(0.07, "kNN vote temperature")
+    checkpoint_every: int = opt(0, "epochs between periodic copies of last.pt; 0 = off")
+    progress: bool = opt(True, "progress output (a bar on a terminal, else one line per log)")
     # the method's own hyper-parameters (instance of its Args dataclass)
     args: Any = field(default=None, repr=False)
 
@@ -193,16 +203,32 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve(preset: dict[str, Any] | None = None,
-            overrides: dict[str, Any] | None = None) -> Config:
-    """Build the typed config for a run (see the module docstring for the order)."""
-    from fastssl.methods import get_method  # late import: methods import models, not config
+class MethodDefaults(Protocol):
+    """What the config needs of a method: its ``Args`` dataclass and its overrides of general
+    defaults (the method classes in ``fastssl.methods`` satisfy it)."""
 
+    Args: ClassVar[type]
+    config_defaults: ClassVar[dict[str, Any]]
+
+
+def unknown_key(key: str, known: Iterable[str], where: str) -> ConfigError:
+    """The one-line error for an unknown key, with a suggestion when one is close."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    hint = f"; did you mean --{close[0]}?" if close else " (see --help)"
+    return ConfigError(f"unknown option --{key} for {where}{hint}")
+
+
+def resolve(preset: dict[str, Any] | None, overrides: dict[str, Any] | None,
+            methods: Mapping[str, MethodDefaults]) -> Config:
+    """Build the typed config for a run (see the module docstring for the order); ``methods``
+    maps method names to their classes (``fastssl.methods.METHODS``)."""
     layers = [preset or {}, overrides or {}]
     method = Config.method
     for layer in layers:
         method = str(layer.get("method", method))
-    cls = get_method(method)
+    if method not in methods:
+        raise ConfigError(f"unknown method '{method}' (choose from {', '.join(sorted(methods))})")
+    cls = methods[method]
     general = _hints(Config)
     args_hints = _hints(cls.Args)
     values: dict[str, Any] = {}
@@ -216,13 +242,36 @@ def resolve(preset: dict[str, Any] | None = None,
             elif key in args_hints:
                 args_values[key] = coerce(key, value, args_hints[key])
             else:
-                raise ConfigError(f"unknown config key '{key}' (not a general key nor one of "
-                                  f"method '{method}': {', '.join(sorted(args_hints)) or 'none'})")
+                raise unknown_key(key, [*general, *args_hints], f"method '{method}'")
     values["method"] = method
     cfg = Config(**values)
     cfg.args = cls.Args(**args_values)
     validate(cfg)
     return cfg
+
+
+def help_text(args_cls: type | None = None, method: str = "",
+              defaults: Mapping[str, Any] | None = None) -> str:
+    """Every option of ``Config`` (grouped as declared) and of a method's ``Args``: name, type,
+    default (the method's ``defaults`` first) and the description given with the field."""
+    firsts = dict((first, title) for title, first in GROUPS)
+    lines: list[str] = []
+    sections = [(Config, firsts)]
+    if args_cls is not None and dataclasses.fields(args_cls):
+        sections.append((args_cls, {dataclasses.fields(args_cls)[0].name:
+                                    f"method '{method}'"}))
+    for cls, titles in sections:
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "args":
+                continue
+            if f.name in titles:
+                lines.append(f"\n{titles[f.name]}:")
+            typ = getattr(hints[f.name], "__name__", str(hints[f.name])).replace("typing.", "")
+            default = (defaults or {}).get(f.name, f.default)
+            lines.append(f"  --{f.name} {typ} (default: {default!r})  "
+                         f"{f.metadata.get('help', '')}".rstrip())
+    return "\n".join(lines).lstrip("\n")
 
 
 def validate(cfg: Config) -> None:
@@ -232,7 +281,7 @@ def validate(cfg: Config) -> None:
         "loader": LOADERS,
         "optimizer": ("sgd", "adamw", "lars"),
         "lr_scaling": ("linear", "sqrt", "none"),
-        "bg_mode": ("none", "rm", "random", "swaps"),
+        "bg_mode": BG_MODES,
         "bg_missing_mask": ("error", "skip"),
     }
     for key, allowed in choices.items():
@@ -254,6 +303,6 @@ def save(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def from_dict(d: dict[str, Any]) -> Config:
+def from_dict(d: dict[str, Any], methods: Mapping[str, MethodDefaults]) -> Config:
     """Rebuild a config saved with ``to_dict`` (e.g. from a checkpoint)."""
-    return resolve(d)
+    return resolve(d, None, methods)

@@ -1,4 +1,4 @@
-"""Process-group helpers. Imports only torch, so the loss kernels may use it too."""
+"""Process-group and device helpers. Imports only torch, so the loss kernels may use it too."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ def world_size() -> int:
 
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` (this process's GPU under torchrun: LOCAL_RANK)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device=cuda asked for but no CUDA GPU is available")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def init_from_env(device_type: str) -> bool:

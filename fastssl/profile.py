@@ -18,6 +18,7 @@ schema and plot in ``fastssl.profiling.report`` (schema documented in docs/profi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -29,10 +30,9 @@ from pathlib import Path
 
 import torch
 
-from fastssl.config import ConfigError, coerce, load_preset, parse_overrides, resolve
-from fastssl.methods import get_method
-from fastssl.pipelines import build_train_loader
-from fastssl.pipelines.views import specs_for
+from fastssl.config import Config, ConfigError, coerce, load_preset, parse_overrides
+from fastssl.methods import options_help, resolve_config
+from fastssl.pipelines import TrainLoader, build_train_loader
 from fastssl.profiling import host, measure, operators, report
 from fastssl.train import Run, setup
 
@@ -74,7 +74,7 @@ class Options:
     trace: str = ""
 
 
-def parse(tokens: list[str]) -> tuple[Options, object]:
+def parse(tokens: list[str]) -> tuple[Options, Config]:
     """Split profile options from train options; resolve the train config as ``fastssl train``."""
     overrides = parse_overrides(tokens)
     values = {}
@@ -91,7 +91,7 @@ def parse(tokens: list[str]) -> tuple[Options, object]:
     if opts.warmup < 0:
         raise ConfigError("profile option '--warmup' must be >= 0")
     preset = load_preset(overrides.pop("config")) if "config" in overrides else None
-    cfg = resolve(preset, overrides)
+    cfg = resolve_config(preset, overrides)
     if opts.compile != "both":
         opts.compile = cfg.compile
     return opts, cfg
@@ -103,7 +103,7 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
     t_start = time.perf_counter()
     created = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     name = run.loader_name
-    specs = specs_for(cfg, get_method(cfg.method).views)
+    specs = run.loader.spec.views
     counter = measure.StepCounter()
     n = dict(warmup=opts.warmup, steps=opts.steps, repeats=opts.repeats)
 
@@ -114,7 +114,7 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
         return t_start + opts.budget * share
 
     say(f"loader alone ({name}, {cfg.workers} workers)")
-    loader = measure.time_loader(run.loader, device, **n, window_s=window(0.25),
+    loader, sample = measure.time_loader(run.loader, device, **n, window_s=window(0.25),
                                  deadline=deadline(0.3))
     loader.update(name=name, workers=cfg.workers, batch_size=cfg.batch_size // run.world,
                   batches_per_epoch=len(run.loader), operators=None,
@@ -135,15 +135,14 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
         forwards = [(False, eager), (True, torch.compile(eager))]
     else:
         forwards = [(run.forward is not eager, run.forward)]
-    views = measure.synthetic_views(loader["shapes"], device, getattr(torch, loader["dtype"]))
     variants = []
     for compiled, forward in forwards:
         say(f"step alone ({'compiled' if compiled else 'eager'})")
-        m = measure.time_step(measure.with_forward(run, forward), views, counter, **n,
+        m = measure.time_step(measure.with_forward(run, forward), sample, counter, **n,
                               window_s=window(0.25 / len(forwards)), deadline=deadline(0.6),
                               compiled=compiled)
         variants.append({"compiled": compiled, **m})
-    del views
+    del sample
     used = max(range(len(variants)), key=lambda i: variants[i]["images_per_s"]["median"])
     run_used = measure.with_forward(run, forwards[used][1])
 
@@ -158,11 +157,8 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
         counts = measure.worker_counts(host.cores_available())
         say(f"sweep over {counts}")
 
-        def make_loader(workers: int):
-            return build_train_loader(name, run.index.train, specs,
-                                      batch_size=cfg.batch_size // run.world, workers=workers,
-                                      seed=cfg.seed, rank=run.rank, world=run.world,
-                                      device_type=device.type)
+        def make_loader(workers: int) -> TrainLoader:
+            return build_train_loader(name, dataclasses.replace(run.loader.spec, workers=workers))
 
         sweep = measure.sweep(make_loader, device, counts, warmup=opts.warmup, steps=opts.steps,
                               window_s=window(0.25))
@@ -189,11 +185,11 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
 
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
-        print(HELP)
+        print(f"{HELP}\n{options_help(argv)}")
         return 0
     t0 = time.perf_counter()
     opts, cfg = parse(argv)
-    run = setup(cfg)
+    run = setup(cfg, loader_stats=True)
     say = (lambda msg: print(f"profile: {msg} ...", file=sys.stderr, flush=True)) \
         if run.rank == 0 else (lambda msg: None)
     try:

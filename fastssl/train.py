@@ -1,7 +1,8 @@
 """The one training loop, for every method, single process or DDP (``torchrun``).
 
 config -> distributed setup -> data -> model -> optimiser -> resume -> compile -> loop -> evaluate.
-Everything method-specific lives in the method (``fastssl.methods``).
+Everything method-specific lives in the method (``fastssl.methods``); ``train`` reads top to
+bottom over the named helpers above it.
 """
 
 from __future__ import annotations
@@ -9,30 +10,32 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
-from fastssl import checkpoint, distributed
+from fastssl import __version__, checkpoint, distributed
+from fastssl.batch import Batch, to_device
 from fastssl.config import Config, save
-from fastssl.data.layout import DatasetIndex, scan
-from fastssl.data.synth import default_dataset
-from fastssl.eval.features import extract
-from fastssl.eval.knn import knn_top1
+from fastssl.data import dataset_index
+from fastssl.data.layout import DatasetIndex
+from fastssl.eval.run import knn_of_model
 from fastssl.methods import build_method, get_method
+from fastssl.methods.base import Method, MethodContext, Outputs
 from fastssl.metrics import MetricsLog, plot_curves
 from fastssl.models.sync_bn import convert_sync_batchnorm
 from fastssl.optim import build_optimizer, cosine_factor, set_lr
-from fastssl.pipelines import build_train_loader, resolve_loader
+from fastssl.pipelines import LoaderSpec, TrainLoader, build_train_loader, resolve_loader
 from fastssl.pipelines.background import bg_options
-from fastssl.pipelines.torch_loader import eval_loader
 from fastssl.pipelines.views import specs_for
 
 log = logging.getLogger("fastssl")
@@ -57,53 +60,6 @@ class Result:
                 f"seconds={self.seconds:.0f}")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda asked for but no CUDA GPU is available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def dataset_index(cfg: Config, rank: int) -> DatasetIndex:
-    """``cfg.data`` or the embedded shapes set (generated once by rank 0)."""
-    if not cfg.data and rank == 0:
-        default_dataset()
-    if distributed.is_distributed():
-        dist.barrier()
-    return scan(cfg.data or default_dataset())
-
-
-@torch.no_grad()
-def evaluate_knn(model, index: DatasetIndex, cfg: Config, device: torch.device) -> float:
-    """Weighted kNN top-1 (%) of the backbone features on the held-out split."""
-    was_training = model.training
-    model.eval()
-    train = extract(model.embed, eval_loader(index.train, cfg.crop_size, workers=cfg.workers),
-                    device)
-    test = extract(model.embed, eval_loader(index.val, cfg.crop_size, workers=cfg.workers),
-                   device)
-    model.train(was_training)
-    return knn_top1(*train, *test, k=cfg.knn_k, temperature=cfg.knn_temperature)
-
-
-class StopFlag:
-    """SIGTERM / SIGINT ask the loop to checkpoint and exit at the end of the current step."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def _handle(self, signum, frame) -> None:
-        self.signum = signum
-
-    def restore(self) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
 @dataclass
 class Run:
     """Everything a run builds from its config (shared by ``train`` and ``fastssl profile``)."""
@@ -114,22 +70,22 @@ class Run:
     rank: int
     world: int
     index: DatasetIndex
-    loader: object
+    loader: TrainLoader
     loader_name: str  # memory | torch | dali (``auto`` resolved)
-    model: torch.nn.Module  # the eager module: state dicts are saved and loaded through it
+    model: Method  # the eager module: state dicts are saved and loaded through it
     optimizer: torch.optim.Optimizer
-    forward: object  # model, possibly wrapped by DDP and torch.compile
-    autocast: object
+    forward: Callable[[Batch], Outputs]  # model, possibly wrapped by DDP and torch.compile
+    autocast: contextlib.AbstractContextManager
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.cfg.channels_last else torch.preserve_format
 
-def setup(cfg: Config) -> Run:
-    """Distributed setup -> data -> model -> optimiser -> DDP / compile / autocast."""
-    device = resolve_device(cfg.device)
-    ddp = distributed.init_from_env(device.type)
-    rank, world = distributed.rank(), distributed.world_size()
+
+def configure_backends(cfg: Config, device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -139,172 +95,268 @@ def setup(cfg: Config) -> Run:
         torch.backends.cudnn.benchmark = False
         # oneDNN picks convolution kernels by buffer alignment: reproducible reruns need it off
         torch.backends.mkldnn.enabled = False
+
+
+def loader_spec(cfg: Config, index: DatasetIndex, device: torch.device, rank: int,
+                world: int) -> LoaderSpec:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
+    views = tuple(specs_for(cfg, get_method(cfg.method).views))
+    return LoaderSpec(index.train, views, cfg.batch_size // world, cfg.workers, cfg.seed, rank,
+                      world, device.type, bg_options(cfg, index))
 
-    index = dataset_index(cfg, rank)
-    specs = specs_for(cfg, get_method(cfg.method).views)
-    options = bg_options(cfg, index)
-    loader_name = resolve_loader(cfg.loader, device.type, index.train, specs, **options)
+
+def setup(cfg: Config, *, loader_stats: bool = False) -> Run:
+    """Distributed setup -> data -> model -> optimiser -> DDP / compile / autocast."""
+    device = distributed.resolve_device(cfg.device)
+    ddp = distributed.init_from_env(device.type)
+    rank, world = distributed.rank(), distributed.world_size()
+    configure_backends(cfg, device)
+
+    index = dataset_index(cfg.data, rank)
+    spec = loader_spec(cfg, index, device, rank, world)
+    loader_name = resolve_loader(cfg.loader, device.type, spec.split, spec.views, spec.bg)
     log.info("loader: %s", loader_name)
-    loader = build_train_loader(
-        loader_name, index.train, specs, batch_size=cfg.batch_size // world,
-        workers=cfg.workers, seed=cfg.seed, rank=rank, world=world, device_type=device.type,
-        **options)
+    loader = build_train_loader(loader_name, spec, stats=loader_stats)
     steps_per_epoch = len(loader)
 
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    ctx = MethodContext.from_config(cfg, steps_per_epoch=steps_per_epoch, inputs=spec.provides,
+                                    world_size=world, compute_dtype=autocast_dtype)
     torch.manual_seed(cfg.seed)  # same seed on every process: identical initial weights
-    model = build_method(cfg)
-    fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
+    model = build_method(cfg, ctx)
     if cfg.sync_bn and ddp:  # torch's SyncBatchNorm on CUDA, a global-statistics BN on gloo/CPU
         model = convert_sync_batchnorm(model, device)
-    model.to(device, memory_format=fmt)
+    model.to(device, memory_format=torch.channels_last if cfg.channels_last
+             else torch.preserve_format)
     optimizer = build_optimizer(model.param_groups(cfg), cfg)
 
-    forward = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                  broadcast_buffers=False) if ddp else model
+    forward: Callable[[Batch], Outputs] = DDP(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False) if ddp else model
     if cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda"):
         forward = torch.compile(forward)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
+    autocast: contextlib.AbstractContextManager = (
+        torch.autocast("cuda", dtype=autocast_dtype) if device.type == "cuda"
+        else contextlib.nullcontext())
     return Run(cfg, device, ddp, rank, world, index, loader, loader_name, model, optimizer,
-               forward, autocast, steps_per_epoch, cfg.epochs * steps_per_epoch,
+               forward, autocast, steps_per_epoch, ctx.total_steps,
                round(cfg.warmup_epochs * steps_per_epoch))
 
 
-def train_step(run: Run, views: list[torch.Tensor], step: int) -> tuple[dict, float]:
+def train_step(run: Run, batch: Batch, step: int) -> tuple[Outputs, float]:
     """One optimisation step; returns the method's outputs (device tensors) and the lr used."""
     lr = set_lr(run.optimizer, cosine_factor(step, run.total_steps, run.warmup_steps,
                                              run.cfg.min_lr_ratio))
-    fmt = torch.channels_last if run.cfg.channels_last else torch.preserve_format
-    views = [v.to(run.device, non_blocking=True, memory_format=fmt) for v in views]
+    batch = to_device(batch, run.device, run.memory_format)
     with run.autocast:
-        outputs = run.forward(views, step)
+        outputs = run.forward(batch)
     run.optimizer.zero_grad(set_to_none=True)
     outputs["loss"].backward()
-    run.model.before_optimizer_step(step, run.total_steps)
+    run.model.before_optimizer_step(outputs, step)
     if run.cfg.clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.clip_grad)
     run.optimizer.step()
-    run.model.on_train_step_end(step, run.total_steps)
+    run.model.on_train_step_end(outputs, step)
     return outputs, lr
+
+
+class StopFlag:
+    """SIGTERM / SIGINT ask the loop to checkpoint and exit at the end of the current step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class FiniteGuard:
+    """Remembers the first step with a non-finite loss on the device (no host sync per step);
+    ``check`` (a host sync) runs only at log and checkpoint time."""
+
+    def __init__(self, device: torch.device, last_good: Path) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.last_good = last_good
+
+    def observe(self, loss: torch.Tensor, step: int) -> None:
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss.detach()),
+                                     step, self.first_bad)
+
+    def check(self) -> None:
+        if self.first_bad.item() >= 0:
+            raise NonFiniteLoss(
+                f"loss is not finite at step {self.first_bad.item()}; stopping. Last good "
+                f"checkpoint: {self.last_good if self.last_good.exists() else 'none'}")
+
+
+class Checkpoints:
+    """``last.pt`` (+ periodic copies) written atomically by rank 0 from the eager module's state
+    dicts (no ``_orig_mod.`` / ``module.`` prefixes); never over a diverged model."""
+
+    def __init__(self, run: Run, guard: FiniteGuard) -> None:
+        self.run, self.guard = run, guard
+        self.folder = Path(run.cfg.out) / "checkpoints"
+        self.last = self.folder / "last.pt"
+
+    def save(self, step: int, knn_init: float, periodic: bool = False) -> None:
+        self.guard.check()
+        if self.run.rank != 0:
+            return
+        run = self.run
+        state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                 "step": step, "epoch": step // run.steps_per_epoch, "config": run.cfg.to_dict(),
+                 "rng": checkpoint.rng_state(), "knn_top1_init": knn_init,
+                 "fastssl_version": __version__}
+        epoch_copy = self.folder / f"epoch_{step // run.steps_per_epoch:04d}.pt"
+        for path in (self.last, *([epoch_copy] if periodic else [])):
+            checkpoint.save_atomic(state, path)
+
+    def resume(self) -> tuple[int, float]:
+        """``(step, random-init kNN)`` from ``last.pt``, or ``(0, nan)`` when there is none."""
+        if not self.last.exists():
+            log.info("no checkpoint at %s: starting from scratch", self.last)
+            return 0, float("nan")
+        state = checkpoint.load(self.last, map_location=self.run.device)
+        self.run.model.load_state_dict(state["model"])
+        self.run.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d", self.last, state["step"])
+        return state["step"], state.get("knn_top1_init", float("nan"))
+
+
+class Progress:
+    """A tqdm bar when stderr is a terminal; otherwise one plain line per log interval."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        self.total, self.enabled, self.t0, self.start = total, enabled, time.perf_counter(), start
+        self.bar = (tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                         file=sys.stderr) if enabled and sys.stderr.isatty() else None)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def report(self, record: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                 img_s=f"{record['images_per_s']:.0f}")
+        elif self.enabled:
+            step = record["step"]
+            rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+            eta = (self.total - step) / max(rate, 1e-9)
+            print(f"step {step}/{self.total} epoch {record['epoch']:.2f} loss {record['loss']:.4f}"
+                  f" img/s {record['images_per_s']:.0f} eta {eta // 60:.0f}m{eta % 60:02.0f}s",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Logger:
+    """metrics.jsonl (rank 0) and progress, every ``log_every`` steps."""
+
+    def __init__(self, run: Run, metrics: MetricsLog | None, progress: Progress,
+                 step: int) -> None:
+        self.run, self.metrics, self.progress = run, metrics, progress
+        self.t, self.step = time.perf_counter(), step
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
+
+    def log_step(self, outputs: Outputs, step: int, lr: float) -> float:
+        """Log the step (host sync: ``.item()``); returns the loss."""
+        now = time.perf_counter()
+        record = {"step": step, "epoch": step / self.run.steps_per_epoch,
+                  "loss": outputs["loss"].item(), "lr": lr,
+                  "images_per_s": self.run.cfg.batch_size * (step - self.step)
+                  / max(now - self.t, 1e-9)}
+        record.update({k: v.item() for k, v in outputs.items() if k != "loss" and v.ndim == 0})
+        self.t, self.step = now, step
+        self.write(record)
+        self.progress.report(record)
+        return record["loss"]
+
+    def evaluate(self, step: int, tag: str) -> float:
+        """kNN on the held-out split (rank 0; the other processes wait)."""
+        run, acc = self.run, float("nan")
+        if run.rank == 0:
+            cfg = run.cfg
+            acc = knn_of_model(run.model, run.index, crop_size=cfg.crop_size,
+                               workers=cfg.workers, k=cfg.knn_k,
+                               temperature=cfg.knn_temperature, device=run.device)
+            self.write({"step": step, "epoch": step / run.steps_per_epoch, tag: acc})
+        if run.ddp:
+            dist.barrier()
+        return acc
+
+
+def end_of_epoch(run: Run, ckpts: Checkpoints, logger: Logger, step: int,
+                 knn_init: float) -> None:
+    """Corrupt-file count, checkpoint (+ periodic copy), periodic kNN."""
+    cfg, done = run.cfg, step // run.steps_per_epoch
+    if run.loader.corrupt_count:
+        logger.write({"step": step, "epoch": step / run.steps_per_epoch,
+                      "corrupt_skipped": run.loader.corrupt_count})
+    ckpts.save(step, knn_init, periodic=bool(cfg.checkpoint_every)
+               and done % cfg.checkpoint_every == 0)
+    if cfg.eval_every > 0 and done % cfg.eval_every == 0 and step < run.total_steps:
+        logger.evaluate(step, "knn_top1")
 
 
 def train(cfg: Config) -> Result:
     t_start = time.time()
     run = setup(cfg)
-    model, optimizer, device, rank = run.model, run.optimizer, run.device, run.rank
-    steps_per_epoch, total_steps = run.steps_per_epoch, run.total_steps
-    out = Path(cfg.out)
-    ckpt_path = out / "checkpoints" / "last.pt"
-    if rank == 0:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    out, spe = Path(cfg.out), run.steps_per_epoch
+    guard = FiniteGuard(run.device, Path(cfg.out) / "checkpoints" / "last.pt")
+    ckpts = Checkpoints(run, guard)
+    if run.rank == 0:
+        ckpts.folder.mkdir(parents=True, exist_ok=True)
         save(cfg, out / "config.yaml")
+    step, knn_init = ckpts.resume() if cfg.resume else (0, float("nan"))
+    metrics = MetricsLog(out, resume_step=step if cfg.resume else None) if run.rank == 0 \
+        else None
+    progress = Progress(run.total_steps, step, enabled=run.rank == 0 and cfg.progress)
+    logger = Logger(run, metrics, progress, step)
+    if step == 0 and cfg.eval_every >= 0:
+        knn_init = logger.evaluate(step, "knn_top1_init")  # the random-init encoder
 
-    # -- resume -----------------------------------------------------------------------------
-    step, knn_init = 0, float("nan")
-    if cfg.resume and ckpt_path.exists():
-        state = checkpoint.load(ckpt_path, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, knn_init = state["step"], state.get("knn_top1_init", knn_init)
-        checkpoint.set_rng_state(state["rng"])
-        log.info("resumed from %s at step %d", ckpt_path, step)
-    elif cfg.resume:
-        log.info("no checkpoint at %s: starting from scratch", ckpt_path)
-    metrics = MetricsLog(out, resume_step=step if cfg.resume else None) if rank == 0 else None
-
-    def save_checkpoint(*extra_paths: Path) -> None:
-        check_finite()  # never overwrite the last good checkpoint with a diverged model
-        if rank == 0:  # state dicts from the eager module: no _orig_mod. / module. prefixes
-            state = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "epoch": step // steps_per_epoch, "config": cfg.to_dict(),
-                "rng": checkpoint.rng_state(), "knn_top1_init": knn_init,
-            }
-            for path in (ckpt_path, *extra_paths):
-                checkpoint.save_atomic(state, path)
-
-    def run_eval(tag: str) -> float:
-        acc = float("nan")
-        if rank == 0:
-            acc = evaluate_knn(model, run.index, cfg, device)
-            metrics.write({"step": step, "epoch": step / steps_per_epoch, tag: acc})
-        if run.ddp:
-            dist.barrier()
-        return acc
-
-    do_eval = cfg.eval_every >= 0
-    if step == 0 and do_eval:
-        knn_init = run_eval("knn_top1_init")  # the randomly initialised encoder, same architecture
-
-    # -- loop -------------------------------------------------------------------------------
-    stop = StopFlag()
-    progress = None
-    if rank == 0 and cfg.progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
-                        file=sys.stderr)
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # no host sync per step
-
-    def check_finite() -> None:  # .item(): a host sync, only at log / checkpoint time
-        if first_bad.item() >= 0:
-            raise NonFiniteLoss(
-                f"loss is not finite at step {first_bad.item()}; stopping. Last good "
-                f"checkpoint: {ckpt_path if ckpt_path.exists() else 'none'}")
-
-    loss = torch.zeros((), device=device)
-    last_loss, t_log, step_log = float("nan"), time.perf_counter(), step
+    stop, loss = StopFlag(), float("nan")
+    outputs: Outputs = {}
     try:
-        while step < total_steps and stop.signum is None:
-            epoch = step // steps_per_epoch
-            for views, _ in run.loader.epoch(epoch, start_batch=step % steps_per_epoch):
-                outputs, lr = train_step(run, views, step)
-                loss = outputs["loss"]
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()),
-                                        step, first_bad)
+        while step < run.total_steps and stop.signum is None:
+            for batch in run.loader.epoch(step // spe, start_batch=step % spe):
+                outputs, lr = train_step(run, batch, step)
+                guard.observe(outputs["loss"], step)
                 step += 1
-                if progress is not None:
-                    progress.update(1)
-                if step % cfg.log_every == 0 or step == total_steps or stop.signum is not None:
-                    check_finite()
-                    now = time.perf_counter()
-                    last_loss = loss.item()
-                    record = {"step": step, "epoch": step / steps_per_epoch, "loss": last_loss,
-                              "lr": lr, "images_per_s": cfg.batch_size * (step - step_log)
-                              / max(now - t_log, 1e-9)}
-                    record.update({k: v.item() for k, v in outputs.items() if k != "loss"})
-                    t_log, step_log = now, step
-                    if metrics is not None:
-                        metrics.write(record)
-                    if progress is not None:
-                        progress.set_postfix(loss=f"{last_loss:.4f}",
-                                             img_s=f"{record['images_per_s']:.0f}")
+                progress.advance()
+                if step % cfg.log_every == 0 or step == run.total_steps \
+                        or stop.signum is not None:
+                    guard.check()
+                    loss = logger.log_step(outputs, step, lr)
                 if stop.signum is not None:
                     break
             else:  # a full epoch ended
-                if run.loader.corrupt_count and metrics is not None:
-                    metrics.write({"step": step, "epoch": step / steps_per_epoch,
-                                   "corrupt_skipped": run.loader.corrupt_count})
-                done = step // steps_per_epoch
-                periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
-                save_checkpoint(*([out / "checkpoints" / f"epoch_{done:04d}.pt"] if periodic
-                                  else []))
-                if cfg.eval_every > 0 and done % cfg.eval_every == 0 and step < total_steps:
-                    run_eval("knn_top1")
-        save_checkpoint()
+                end_of_epoch(run, ckpts, logger, step, knn_init)
+        ckpts.save(step, knn_init)
     finally:
         stop.restore()
-        if progress is not None:
-            progress.close()
-    stopped = stop.signum is not None and step < total_steps
-    acc = float("nan") if stopped or not do_eval else run_eval("knn_top1")
-    if rank == 0:
+        progress.close()
+
+    stopped = stop.signum is not None and step < run.total_steps
+    acc = float("nan") if stopped or cfg.eval_every < 0 else logger.evaluate(step, "knn_top1")
+    if metrics is not None:
         metrics.close()
         plot_curves(metrics.path, out / "curves.png")
     if run.ddp:
         dist.destroy_process_group()
-    if not math.isfinite(last_loss):
-        last_loss = loss.item()
-    return Result(acc, knn_init, last_loss, step, time.time() - t_start, stopped_early=stopped)
+    if not math.isfinite(loss) and outputs:
+        loss = outputs["loss"].item()
+    return Result(acc, knn_init, loss, step, time.time() - t_start, stopped_early=stopped)

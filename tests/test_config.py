@@ -1,6 +1,7 @@
 import pytest
 
-from fastssl.config import Config, ConfigError, load_preset, parse_overrides, resolve
+from fastssl.config import Config, ConfigError, load_preset, parse_overrides
+from fastssl.methods import resolve_config as resolve
 
 
 def test_defaults_resolve_with_method_args():
@@ -20,7 +21,9 @@ def test_overrides_are_typed():
 
 @pytest.mark.parametrize("override, message", [
     ("--epochs=three", "'epochs': expected an integer"),
-    ("--no_such_key=1", "unknown config key 'no_such_key'"),
+    ("--no_such_key=1", "unknown option --no_such_key"),
+    ("--epoch=3", "did you mean --epochs"),
+    ("--temprature=0.1", "did you mean --temperature"),
     ("--deterministic=maybe", "expected true/false"),
     ("--optimizer=adam", "'optimizer': 'adam' is not one of"),
     ("--global_scale=0.5", "expected 2 values"),

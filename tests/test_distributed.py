@@ -19,9 +19,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from fastssl.config import resolve
-from fastssl.methods import build_method
 from fastssl.models.sync_bn import convert_sync_batchnorm
+from tests.helpers import make_method
 
 WORLD = 2
 BATCH = 8  # global
@@ -45,23 +44,24 @@ def _views(cfg) -> list[torch.Tensor]:
 
 
 def run_step(name: str, rank: int = 0, world: int = 1) -> dict:
-    cfg = resolve(None, {"method": name, **TINY, **CASES[name]})
-    torch.manual_seed(0)
-    model = convert_sync_batchnorm(build_method(cfg)).double()
+    cfg, model = make_method(name, world_size=world, steps_per_epoch=10, epochs=1,
+                             **TINY, **CASES[name])
+    model = convert_sync_batchnorm(model).double()
     views = _views(cfg)
     forward = model
     if world > 1:
         views = [v.chunk(world)[rank] for v in views]
         forward = DDP(model, broadcast_buffers=False)
-    loss = forward(views, 0)["loss"]
+    out = forward({"views": views})
+    loss = out["loss"]
     loss.backward()
     loss = loss.detach().clone()
     if world > 1:
         dist.all_reduce(loss)
         loss /= world
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    model.before_optimizer_step(0, 10)
-    model.on_train_step_end(0, 10)
+    model.before_optimizer_step(out, 0)
+    model.on_train_step_end(out, 0)
     # MoCo v2's queue and every BatchNorm's running statistics (global mean, unbiased variance)
     buffers = {n: b.clone() for n, b in model.named_buffers() if "queue" in n or "running" in n}
     return {"loss": loss, "grads": grads, "buffers": buffers}

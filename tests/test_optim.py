@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fastssl.config import resolve
+from fastssl.methods import resolve_config
 from fastssl.methods.base import split_decay
 from fastssl.optim import LARS, build_optimizer, cosine_factor, scaled_lr, set_lr
 
@@ -26,7 +26,7 @@ def test_lars_excludes_biases_and_norms_from_decay_and_adaptation():
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
     groups = split_decay(net.named_parameters())
     assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["exclude"]
-    cfg = resolve(None, {"optimizer": "lars", "lr": 1.0, "lr_scaling": "none",
+    cfg = resolve_config(None, {"optimizer": "lars", "lr": 1.0, "lr_scaling": "none",
                          "weight_decay": 0.1, "momentum": 0.0})
     opt = build_optimizer(groups, cfg)
     assert isinstance(opt, LARS) and opt.param_groups[1]["weight_decay"] == 0.0
@@ -43,7 +43,7 @@ def test_lars_excludes_biases_and_norms_from_decay_and_adaptation():
 
 def test_fixed_lr_groups_keep_their_rate():
     p1, p2 = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2, 2))
-    cfg = resolve(None, {"lr": 0.5, "lr_scaling": "none"})
+    cfg = resolve_config(None, {"lr": 0.5, "lr_scaling": "none"})
     opt = build_optimizer([{"params": [p1]}, {"params": [p2], "fixed_lr": True,
                                               "lr_scale": 2.0}], cfg)
     lr = set_lr(opt, 0.1)

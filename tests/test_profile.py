@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fastssl import cli
-from fastssl.config import resolve
+from fastssl.methods import resolve_config
 from fastssl.data.synth import synth_shapes
 from fastssl.methods import METHODS
 from fastssl.profile import Options, parse, profile
@@ -36,7 +36,8 @@ def data(tmp_path_factory) -> Path:
 
 
 def make_run(data: Path, method: str = "simclr", **overrides):
-    return setup(resolve(None, {**SMALL, "method": method, "data": str(data), **overrides}))
+    return setup(resolve_config(None, {**SMALL, "method": method, "data": str(data),
+                                       **overrides}), loader_stats=True)
 
 
 class SlowLoader:
@@ -44,7 +45,7 @@ class SlowLoader:
 
     def __init__(self, inner, delay: float) -> None:
         self.inner, self.delay = inner, delay
-        self.corrupt_count = 0
+        self.spec, self.corrupt_count, self.pipelines = inner.spec, 0, []
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -56,9 +57,9 @@ class SlowLoader:
 
 
 def slow_forward(forward, delay: float):
-    def run(views, step):
+    def run(batch):
         time.sleep(delay)
-        return forward(views, step)
+        return forward(batch)
     return run
 
 
@@ -165,6 +166,21 @@ def test_cli_json_plot_trace_sweep(data, tmp_path, capsys, loader):
     trace = json.loads(Path(r["trace"]).read_text())
     names = {e.get("name") for e in trace["traceEvents"]}
     assert {"loader.next", "train_step"} <= names
+
+
+@pytest.mark.skipif("dali" not in _loaders(), reason="nvidia.dali is not installed")
+def test_swav_dali_profile_reports_executor_statistics(data, tmp_path, capsys):
+    out = tmp_path / "p.json"
+    rc = cli.main(["profile", "--method", "swav", "--loader", "dali", "--data", str(data),
+                   "--batch_size", "8", "--workers", "1", "--crop_size", "16",
+                   "--local_crop_size", "8", "--n_prototypes", "12", "--proj_hidden_dim", "32",
+                   "--proj_dim", "16", "--repeats", "1", "--steps", "2", "--warmup", "1",
+                   "--budget", "4", "--json", str(out)])
+    assert rc == 0
+    stats = json.loads(out.read_text())["loader"]["dali_executor_statistics"]
+    assert stats, "no DALI executor statistics"
+    # per-operator memory figures of the views' graph (decoder, crops, ...)
+    assert any("real_memory_size" in v for v in stats.values()), stats
 
 
 def test_cli_rejects_bad_option(capsys):

@@ -22,7 +22,8 @@ def data(tmp_path_factory):
 def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     proc = run_cli("train", "--method", "simclr", "--data", str(data), "--epochs", "2",
-                   "--out", str(out), "--log_every=2", "--eval_every=1", *TINY)
+                   "--out", str(out), "--log_every=2", "--eval_every=1", *TINY,
+                   "--progress=true")
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
@@ -44,13 +45,26 @@ def test_run_writes_the_documented_files(trained):
     assert state["step"] == 10 and state["config"]["epochs"] == 2
 
 
+def test_progress_is_one_plain_line_per_log_interval_when_not_a_terminal(trained):
+    _, proc = trained  # stderr is a pipe here, as when redirected to a file
+    assert "\r" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in lines] == [f"{s}/10" for s in (2, 4, 6, 8, 10)]
+    assert all(" loss " in ln and " img/s " in ln and " eta " in ln for ln in lines)
+
+
 @pytest.mark.parametrize("protocol", ["knn", "linear"])
 def test_eval_cli_on_checkpoint(trained, data, protocol):
     out, _ = trained
     proc = run_cli("eval", protocol, "--checkpoint", str(out / "checkpoints/last.pt"),
                    "--data", str(data), "--workers", "0")
     assert proc.returncode == 0, proc.stderr
-    assert 0 <= float(proc.stdout.strip().split("=")[1]) <= 100
+    top1 = float(proc.stdout.strip().split("=")[1])
+    if protocol == "knn":  # the same encoder, data and protocol as the run's final evaluation
+        final = [r["knn_top1"] for r in read(out / "metrics.jsonl") if "knn_top1" in r][-1]
+        assert top1 == pytest.approx(final, abs=1e-6)
+    else:
+        assert 0 <= top1 <= 100
 
 
 def _losses(path):
@@ -95,7 +109,8 @@ def test_non_finite_loss_stops_the_run(data, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--data", "/no/such/dir"], "dataset directory not found: /no/such/dir"),
     (["--epochs", "zero"], "'epochs': expected an integer"),
-    (["--bogus=1"], "unknown config key 'bogus'"),
+    (["--bogus=1"], "unknown option --bogus"),
+    (["--epoch", "3"], "did you mean --epochs?"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, message):
     proc = run_cli("train", "--out", str(tmp_path), *args)

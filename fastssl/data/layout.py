@@ -38,9 +38,12 @@ class DatasetIndex:
     holdout: bool  # True when val was carved out of train/
 
     def mask_path(self, image: Path) -> Path:
-        """Where the mask of ``image`` lives (the same relative path under masks/, as .png)."""
-        rel = image.relative_to(self.root)
-        return self.root / "masks" / rel.with_suffix(".png")
+        return mask_path(self.root, image)
+
+
+def mask_path(root: Path, image: Path) -> Path:
+    """Where the mask of ``image`` lives (the same relative path under masks/, as .png)."""
+    return root / "masks" / image.relative_to(root).with_suffix(".png")
 
 
 def image_size(path: Path) -> tuple[int, int]:

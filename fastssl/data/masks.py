@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from fastssl.data.layout import DatasetIndex, Split, scan
+from fastssl.data.stats import MEAN, STD
 
 
 def grabcut_mask(image: np.ndarray, *, margin: float = 0.05, iters: int = 5) -> np.ndarray:
@@ -46,8 +47,6 @@ def module_masker(spec: str, device: str = "cpu"):
     """A mask function from ``pkg.mod:factory`` (see the module docstring)."""
     import torch
     import torch.nn.functional as F
-
-    from fastssl.pipelines.views import MEAN, STD
 
     mod_name, _, attr = spec.partition(":")
     if not attr:

@@ -1,30 +1,59 @@
-"""``fastssl eval``: evaluate a checkpoint's frozen backbone (kNN or linear probe)."""
+"""kNN of an encoder on a data set's held-out split, and ``fastssl eval`` on a checkpoint."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
+
 from fastssl import checkpoint
-from fastssl.config import from_dict
-from fastssl.data.layout import scan
+from fastssl.data import dataset_index
+from fastssl.data.layout import DatasetIndex, scan
+from fastssl.distributed import resolve_device
 from fastssl.eval.features import extract
 from fastssl.eval.knn import knn_top1
 from fastssl.eval.linear import linear_top1
-from fastssl.methods import build_method
+from fastssl.methods import build_method, config_from_dict, get_method
+from fastssl.methods.base import Method, MethodContext
 from fastssl.pipelines.torch_loader import eval_loader
+
+
+def features(embed: Callable[[torch.Tensor], torch.Tensor], index: DatasetIndex, *,
+             crop_size: int, workers: int, device: torch.device
+             ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Frozen features and labels of the train and held-out splits."""
+    return (extract(embed, eval_loader(index.train, crop_size, workers=workers), device),
+            extract(embed, eval_loader(index.val, crop_size, workers=workers), device))
+
+
+@torch.no_grad()
+def knn_of_model(model: Method, index: DatasetIndex, *, crop_size: int, workers: int, k: int,
+                 temperature: float, device: torch.device) -> float:
+    """Weighted kNN top-1 (%) of the method's ``embed`` (evaluation mode meanwhile)."""
+    was_training = model.training
+    model.eval()
+    try:
+        train, test = features(model.embed, index, crop_size=crop_size, workers=workers,
+                               device=device)
+    finally:
+        model.train(was_training)
+    return knn_top1(*train, *test, k=k, temperature=temperature)
 
 
 def evaluate_checkpoint(path: str, protocol: str, *, data: str | None = None,
                         device: str = "auto", workers: int = 2) -> float:
-    from fastssl.train import dataset_index, resolve_device
-
+    """kNN or linear-probe top-1 (%) of a checkpoint's frozen backbone, in one process."""
     state = checkpoint.load(path)
-    cfg = from_dict(state["config"])
+    cfg = config_from_dict(state["config"])
     dev = resolve_device(device)
-    model = build_method(cfg)
+    ctx = MethodContext.from_config(cfg, steps_per_epoch=1,
+                                    inputs={*get_method(cfg.method).inputs, "labels"})
+    model = build_method(cfg, ctx)
     model.load_state_dict(state["model"])
     model.to(dev).eval()
-    index = scan(data) if data else dataset_index(cfg, rank=0)
-    train = extract(model.embed, eval_loader(index.train, cfg.crop_size, workers=workers), dev)
-    test = extract(model.embed, eval_loader(index.val, cfg.crop_size, workers=workers), dev)
+    index = scan(data) if data else dataset_index(cfg.data)
+    train, test = features(model.embed, index, crop_size=cfg.crop_size, workers=workers,
+                           device=dev)
     if protocol == "knn":
         return knn_top1(*train, *test, k=cfg.knn_k, temperature=cfg.knn_temperature)
     return linear_top1(*train, *test)

@@ -13,21 +13,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from fastssl.config import Config
+from fastssl.batch import Batch
+from fastssl.config import Config, opt
 from fastssl.distributed import gather_with_grad
 from fastssl.kernels import barlow_twins_loss
-from fastssl.methods.base import Method, split_decay
+from fastssl.methods.base import Method, MethodContext, Outputs, split_decay
 from fastssl.models.heads import mlp
 
 
 @dataclass
 class BarlowTwinsArgs:
-    proj_hidden_dim: int = 8192
-    proj_dim: int = 8192
-    lambd: float = 0.0051
-    bias_lr_ratio: float = 0.024  # lr of biases / BN parameters relative to weights
+    proj_hidden_dim: int = opt(8192, "projector hidden width")
+    proj_dim: int = opt(8192, "projector output width")
+    lambd: float = opt(0.0051, "weight of the off-diagonal terms")
+    bias_lr_ratio: float = opt(0.024, "lr of biases / BN parameters relative to weights")
 
 
 class BarlowTwins(Method):
@@ -35,16 +34,17 @@ class BarlowTwins(Method):
     views = "byol"  # the paper uses BYOL's asymmetric augmentations
     Args = BarlowTwinsArgs
 
-    def __init__(self, cfg: Config) -> None:
-        super().__init__(cfg)
-        a: BarlowTwinsArgs = cfg.args
+    def __init__(self, args: BarlowTwinsArgs, ctx: MethodContext) -> None:
+        super().__init__(args, ctx)
+        a = args
         self.lambd = a.lambd
         self.bias_lr_ratio = a.bias_lr_ratio
         self.projector = mlp([self.feat_dim, a.proj_hidden_dim, a.proj_hidden_dim, a.proj_dim],
                              bias=False)
 
-    def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])  # one BN batch per view
+    def forward(self, batch: Batch) -> Outputs:
+        # one BatchNorm batch per view
+        z1, z2 = (self.projector(self.backbone(v)) for v in batch["views"][:2])
         loss = barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2), lambd=self.lambd)
         return {"loss": loss}
 

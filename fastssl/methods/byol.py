@@ -20,21 +20,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastssl.config import Config
+from fastssl.batch import Batch
+from fastssl.config import Config, opt
 from fastssl.kernels import negative_cosine
-from fastssl.methods.base import Method, fixed_predictor_lr_groups
+from fastssl.methods.base import Method, MethodContext, Outputs, fixed_predictor_lr_groups
 from fastssl.models.ema import cosine_momentum, ema_update_, momentum_copy
 from fastssl.models.heads import mlp
 
 
 @dataclass
 class BYOLArgs:
-    proj_hidden_dim: int = 4096
-    proj_dim: int = 256
-    pred_hidden_dim: int = 4096
-    tau_base: float = 0.996  # target momentum at step 0, cosine to 1 at the end
-    proj_last_bn: bool = False  # BatchNorm (no affine) on the projector output; not in the paper
-    fixed_predictor_lr: bool = False  # predictor lr not scheduled (SimSiam); not in the paper
+    proj_hidden_dim: int = opt(4096, "projector hidden width")
+    proj_dim: int = opt(256, "projector output width")
+    pred_hidden_dim: int = opt(4096, "predictor hidden width")
+    tau_base: float = opt(0.996, "target momentum at step 0, cosine to 1 at the end")
+    proj_last_bn: bool = opt(
+        False, "BatchNorm (no affine) on the projector output; not in the paper")
+    fixed_predictor_lr: bool = opt(False, "predictor lr not scheduled (SimSiam); not in the paper")
 
 
 class BYOL(Method):
@@ -42,9 +44,9 @@ class BYOL(Method):
     views = "byol"
     Args = BYOLArgs
 
-    def __init__(self, cfg: Config) -> None:
-        super().__init__(cfg)
-        a: BYOLArgs = cfg.args
+    def __init__(self, args: BYOLArgs, ctx: MethodContext) -> None:
+        super().__init__(args, ctx)
+        a = args
         self.tau_base = a.tau_base
         self.fixed_predictor_lr = a.fixed_predictor_lr
         self.projector = mlp([self.feat_dim, a.proj_hidden_dim, a.proj_dim],
@@ -57,7 +59,8 @@ class BYOL(Method):
         """Backbone + projector (built on the fly: no second registration of the modules)."""
         return nn.Sequential(self.backbone, self.projector)
 
-    def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch) -> Outputs:
+        views = batch["views"]
         # each view is its own BatchNorm batch, as in the official implementation
         p1, p2 = (self.predictor(self.projector(self.backbone(v))) for v in views[:2])
         with torch.no_grad():
@@ -69,7 +72,7 @@ class BYOL(Method):
     def param_groups(self, cfg: Config) -> list[dict[str, Any]]:
         return fixed_predictor_lr_groups(self, self.fixed_predictor_lr)
 
-    def on_train_step_end(self, step: int, total_steps: int) -> None:
-        self.momentum = cosine_momentum(self.tau_base, step, total_steps)
+    def on_train_step_end(self, outputs: Outputs, step: int) -> None:
+        self.momentum = cosine_momentum(self.tau_base, step, self.ctx.total_steps)
         ema_update_(self.target, self.online(), self.momentum)
 

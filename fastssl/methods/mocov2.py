@@ -5,8 +5,9 @@ an EMA copy (constant momentum 0.999) updated after each optimiser step. Loss: I
 temperature 0.2 over [positive key, queue of 65536 past keys]. ``symmetric`` (off in the paper;
 the ``--symmetric`` option of the official single-GPU CIFAR-10 demo) adds the loss with the views
 swapped, ctr(q1, k2) + ctr(q2, k1), and enqueues both keys: twice the signal per step. The
-queue is a buffer (no gradient) updated in ``on_train_step_end`` with the keys gathered from
-every process, so it is the same on all of them.
+queue is a buffer (no gradient) of L2-normalised keys stored in the compute dtype (normalised and
+converted once, at enqueue), updated in ``on_train_step_end`` with the step's keys (returned by
+``forward``) gathered from every process, so it is the same on all of them.
 
 BatchNorm: the key batch is shuffled across processes before the key encoder and unshuffled
 after (shuffle-BN), so a query and its key never share BatchNorm statistics. With ``sync_bn``
@@ -29,10 +30,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from fastssl.config import Config
-from fastssl.distributed import gather, rank, world_size
+from fastssl.batch import Batch
+from fastssl.config import opt
+from fastssl.distributed import gather, rank
 from fastssl.kernels import info_nce
-from fastssl.methods.base import Method
+from fastssl.methods.base import Method, MethodContext, Outputs
 from fastssl.models.ema import ema_update_, momentum_copy
 from fastssl.models.heads import mlp
 
@@ -46,14 +48,15 @@ def random_permutation(n: int, device: torch.device) -> torch.Tensor:
 
 @dataclass
 class MoCoV2Args:
-    proj_hidden_dim: int = 2048
-    proj_dim: int = 128
-    queue_size: int = 65536
-    ema_momentum: float = 0.999  # key encoder momentum (constant)
-    temperature: float = 0.2
-    shuffle_bn: bool = True  # under DDP without sync_bn, and over bn_splits groups in one process
-    bn_splits: int = 8  # BatchNorm groups emulating devices in a single process (1 = off)
-    symmetric: bool = False  # ctr(q1, k2) + ctr(q2, k1), both keys enqueued (official demo)
+    proj_hidden_dim: int = opt(2048, "head hidden width")
+    proj_dim: int = opt(128, "head output width")
+    queue_size: int = opt(65536, "negative keys in the queue (global)")
+    ema_momentum: float = opt(0.999, "key encoder momentum (constant)")
+    temperature: float = opt(0.2, "InfoNCE temperature")
+    shuffle_bn: bool = opt(
+        True, "shuffle-BN under DDP without sync_bn, and over bn_splits groups in one process")
+    bn_splits: int = opt(8, "BatchNorm groups emulating devices in a single process (1 = off)")
+    symmetric: bool = opt(False, "ctr(q1, k2) + ctr(q2, k1), both keys enqueued (official demo)")
 
 
 class MoCoV2(Method):
@@ -61,20 +64,21 @@ class MoCoV2(Method):
     views = "mocov2"
     Args = MoCoV2Args
 
-    def __init__(self, cfg: Config) -> None:
-        super().__init__(cfg)
-        a: MoCoV2Args = cfg.args
+    def __init__(self, args: MoCoV2Args, ctx: MethodContext) -> None:
+        super().__init__(args, ctx)
+        a = args
         self.m, self.temperature = a.ema_momentum, a.temperature
         self.symmetric = a.symmetric
-        self.shuffle_bn = a.shuffle_bn and not cfg.sync_bn
+        self.shuffle_bn = a.shuffle_bn and not ctx.sync_bn
         if a.bn_splits < 1:
             raise ValueError(f"bn_splits must be >= 1, got {a.bn_splits}")
-        self.bn_splits = a.bn_splits if self.shuffle_bn and world_size() == 1 else 1
+        self.distributed_shuffle = self.shuffle_bn and ctx.world_size > 1
+        self.bn_splits = a.bn_splits if self.shuffle_bn and ctx.world_size == 1 else 1
         self.projector = mlp([self.feat_dim, a.proj_hidden_dim, a.proj_dim], hidden_bn=False)
         self.key_encoder = momentum_copy(self.query_encoder())
-        self.register_buffer("queue", F.normalize(torch.randn(a.queue_size, a.proj_dim), dim=1))
+        queue = F.normalize(torch.randn(a.queue_size, a.proj_dim), dim=1)
+        self.register_buffer("queue", queue.to(ctx.compute_dtype))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self._keys: torch.Tensor | None = None  # this step's keys, enqueued after the step
 
     def query_encoder(self) -> nn.Sequential:
         """Backbone + head (built on the fly: no second registration of the modules)."""
@@ -98,7 +102,7 @@ class MoCoV2(Method):
         if self.bn_splits > 1:  # shuffle-BN between the emulated devices of one process
             perm = random_permutation(x.shape[0], x.device)
             return self._split_bn(self.key_encoder, x[perm])[torch.argsort(perm)]
-        if not (self.shuffle_bn and world_size() > 1):
+        if not self.distributed_shuffle:
             return self.key_encoder(x)
         # shuffle-BN (official MoCo): a random permutation of the global batch, broadcast from
         # rank 0; each process encodes its slice of the shuffled batch, then the keys are put
@@ -111,21 +115,22 @@ class MoCoV2(Method):
         k_all = gather(self.key_encoder(x_all[mine]))
         return k_all[torch.argsort(perm)][rank() * n:(rank() + 1) * n]
 
-    def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch) -> Outputs:
+        views = batch["views"]
         pairs = [(0, 1), (1, 0)] if self.symmetric else [(0, 1)]
-        loss, keys = 0.0, []
+        losses, keys = [], []
         for qi, ki in pairs:  # every loss term scores against the queue of earlier steps
             q = self._split_bn(self._query, views[qi])
             k = self._keys_of(views[ki])
             keys.append(F.normalize(k.float(), dim=1))
-            loss = loss + info_nce(q, k, self.queue, temperature=self.temperature)
-        self._keys = torch.cat(keys)
-        return {"loss": loss}
+            losses.append(info_nce(q, k, self.queue, temperature=self.temperature))
+        # the keys are enqueued after the step (on_train_step_end)
+        return {"loss": torch.stack(losses).sum(), "keys": torch.cat(keys)}
 
     @torch.no_grad()
-    def on_train_step_end(self, step: int, total_steps: int) -> None:
+    def on_train_step_end(self, outputs: Outputs, step: int) -> None:
         ema_update_(self.key_encoder, self.query_encoder(), self.m)
-        keys = gather(self._keys)
+        keys = gather(outputs["keys"])
         idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % len(self.queue)
         self.queue.index_copy_(0, idx, keys.to(self.queue.dtype))
         self.queue_ptr.add_(keys.shape[0]).remainder_(len(self.queue))

@@ -18,22 +18,24 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastssl.config import Config
+from fastssl.batch import Batch
+from fastssl.config import opt
 from fastssl.distributed import gather, gather_with_grad
 from fastssl.kernels import info_nce
-from fastssl.methods.base import Method
+from fastssl.methods.base import Method, MethodContext, Outputs
 from fastssl.models.ema import cosine_momentum, ema_update_, momentum_copy
 from fastssl.models.heads import mlp
 
 
 @dataclass
 class MoCoV3Args:
-    proj_hidden_dim: int = 4096
-    proj_dim: int = 256
-    pred_hidden_dim: int = 4096
-    proj_layers: int = 0  # 0 = the paper's choice: 3 for ViT backbones, 2 for the others
-    ema_momentum: float = 0.99  # momentum encoder: value at step 0, cosine schedule to 1
-    temperature: float = 1.0  # paper: 1.0 for ResNet-50, 0.2 for ViT
+    proj_hidden_dim: int = opt(4096, "projector hidden width")
+    proj_dim: int = opt(256, "projector output width")
+    pred_hidden_dim: int = opt(4096, "predictor hidden width")
+    proj_layers: int = opt(
+        0, "projector layers; 0 = the paper's choice: 3 for ViT, 2 for the others")
+    ema_momentum: float = opt(0.99, "momentum encoder: value at step 0, cosine schedule to 1")
+    temperature: float = opt(1.0, "InfoNCE temperature (paper: 1.0 for ResNet-50, 0.2 for ViT)")
 
 
 class MoCoV3(Method):
@@ -41,11 +43,11 @@ class MoCoV3(Method):
     views = "byol"
     Args = MoCoV3Args
 
-    def __init__(self, cfg: Config) -> None:
-        super().__init__(cfg)
-        a: MoCoV3Args = cfg.args
+    def __init__(self, args: MoCoV3Args, ctx: MethodContext) -> None:
+        super().__init__(args, ctx)
+        a = args
         self.m_base, self.temperature = a.ema_momentum, a.temperature
-        layers = a.proj_layers or (3 if cfg.backbone.startswith("vit") else 2)
+        layers = a.proj_layers or (3 if ctx.backbone.name.startswith("vit") else 2)
         dims = [self.feat_dim] + [a.proj_hidden_dim] * (layers - 1) + [a.proj_dim]
         self.projector = mlp(dims, bias=False, last_bn=True, last_bn_affine=False)
         self.predictor = mlp([a.proj_dim, a.pred_hidden_dim, a.proj_dim], bias=False)
@@ -60,12 +62,13 @@ class MoCoV3(Method):
         return info_nce(gather_with_grad(q), gather(k), temperature=self.temperature) \
             * (2 * self.temperature)
 
-    def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        q1, q2 = (self.predictor(self.projector(self.backbone(v))) for v in views[:2])
+    def forward(self, batch: Batch) -> Outputs:
+        views = batch["views"][:2]
+        q1, q2 = (self.predictor(self.projector(self.backbone(v))) for v in views)
         with torch.no_grad():
-            k1, k2 = (self.momentum_encoder(v) for v in views[:2])
+            k1, k2 = (self.momentum_encoder(v) for v in views)
         return {"loss": self._ctr(q1, k2) + self._ctr(q2, k1)}
 
-    def on_train_step_end(self, step: int, total_steps: int) -> None:
-        self.momentum = cosine_momentum(self.m_base, step, total_steps)
+    def on_train_step_end(self, outputs: Outputs, step: int) -> None:
+        self.momentum = cosine_momentum(self.m_base, step, self.ctx.total_steps)
         ema_update_(self.momentum_encoder, self.base_encoder(), self.momentum)

@@ -12,23 +12,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastssl.config import Config
+from fastssl.batch import Batch
+from fastssl.config import opt
 from fastssl.distributed import gather_with_grad
 from fastssl.kernels import info_nce, nt_xent
-from fastssl.methods.base import Method
+from fastssl.methods.base import Method, MethodContext, Outputs
 from fastssl.models.heads import mlp
 
 
 @dataclass
 class SimCLRArgs:
-    temperature: float = 0.5
-    proj_hidden_dim: int = 2048
-    proj_dim: int = 128
-    # 2 = SimCLR v1 (Linear-BN-ReLU-Linear); 3 = v2 (two hidden layers, BN on the output too)
-    head_layers: int = 2
-    # projection-head layers kept on top of the backbone by ``embed`` (0 = backbone features);
-    # SimCLR v2 fine-tunes from the first layer of its 3-layer head
-    embed_head_layers: int = 0
+    temperature: float = opt(0.5, "NT-Xent temperature")
+    proj_hidden_dim: int = opt(2048, "head hidden width")
+    proj_dim: int = opt(128, "head output width")
+    head_layers: int = opt(2, "2 = SimCLR v1 (Linear-BN-ReLU-Linear); 3 = v2 (BN on every layer)")
+    embed_head_layers: int = opt(
+        0, "head layers kept on top of the backbone by embed (0 = backbone features)")
 
 
 class SimCLR(Method):
@@ -36,9 +35,9 @@ class SimCLR(Method):
     views = "simclr"
     Args = SimCLRArgs
 
-    def __init__(self, cfg: Config) -> None:
-        super().__init__(cfg)
-        a: SimCLRArgs = cfg.args
+    def __init__(self, args: SimCLRArgs, ctx: MethodContext) -> None:
+        super().__init__(args, ctx)
+        a = args
         if a.head_layers < 2:
             raise ValueError(f"head_layers must be >= 2, got {a.head_layers}")
         if not 0 <= a.embed_head_layers < a.head_layers:
@@ -48,11 +47,13 @@ class SimCLR(Method):
         self.embed_head_layers = a.embed_head_layers
         dims = [self.feat_dim] + [a.proj_hidden_dim] * (a.head_layers - 1) + [a.proj_dim]
         self.projector = mlp(dims, last_bn=a.head_layers >= 3)
-        self.bg_swaps = cfg.bg_mode == "swaps"  # BG_Swaps views come last
+        self.bg_swaps = {"bg_positive", "bg_negative"} <= ctx.inputs
 
-    def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        batch = views[:2] + (views[-2:] if self.bg_swaps else [])
-        z1, z2, *swaps = self.projector(self.backbone(torch.cat(batch))).chunk(len(batch))
+    def forward(self, batch: Batch) -> Outputs:
+        views = batch["views"][:2]
+        if self.bg_swaps:
+            views += [batch["bg_positive"], batch["bg_negative"]]
+        z1, z2, *swaps = self.projector(self.backbone(torch.cat(views))).chunk(len(views))
         loss = nt_xent(gather_with_grad(z1), gather_with_grad(z2), temperature=self.temperature)
         if swaps:  # BG_Swaps (Ryali et al. 2021): anchor fg on another bg is a positive, another
             # fg on the anchor's bg a hard negative (used as extra negatives, no gradient)

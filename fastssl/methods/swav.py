@@ -8,9 +8,12 @@ code; each code is predicted from every other crop (softmax with temperature 0.1
 those crops / (n_crops - 1), averaged over the two code crops.
 
 Optional queue (small batches): from epoch ``queue_start_epoch``, the last ``queue_length``
-(global; split over processes) global-crop embeddings are kept per code crop and, once full,
-scored by the current prototypes and prepended to the Sinkhorn input. The queue is filled in
-``on_train_step_end``; switching it on is a Python flag set there (one recompilation).
+global-crop embeddings of the global batch are kept per code crop (newest first), scored by the
+current prototypes and prepended to the Sinkhorn input once the queue is full. The queue is
+sized globally (checkpoints do not depend on the world size): each process prepends its
+1/world slice, so the all-reduced Sinkhorn sums see every queued embedding once, as in the
+official code's per-process queues. Whether the queue is in use is decided outside the compiled
+graph (``_codes`` runs eagerly), so switching it on costs no recompilation and no host sync.
 """
 
 from __future__ import annotations
@@ -21,24 +24,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastssl.config import Config
-from fastssl.distributed import world_size
+from fastssl.batch import Batch
+from fastssl.config import opt
+from fastssl.distributed import gather, rank
 from fastssl.kernels import sinkhorn_knopp
-from fastssl.methods.base import Method
+from fastssl.methods.base import Method, MethodContext, Outputs
 from fastssl.models.heads import mlp
 
 
 @dataclass
 class SwAVArgs:
-    proj_hidden_dim: int = 2048
-    proj_dim: int = 128
-    n_prototypes: int = 3000
-    temperature: float = 0.1
-    sinkhorn_eps: float = 0.05
-    sinkhorn_iters: int = 3
-    freeze_prototypes_iters: int = -1  # -1 = one epoch's worth of iterations
-    queue_length: int = 0  # global; 0 = no queue (paper: 3840 for batch 256)
-    queue_start_epoch: int = 15
+    proj_hidden_dim: int = opt(2048, "projector hidden width")
+    proj_dim: int = opt(128, "projector output width")
+    n_prototypes: int = opt(3000, "prototypes (clusters)")
+    temperature: float = opt(0.1, "softmax temperature of the swapped prediction")
+    sinkhorn_eps: float = opt(0.05, "Sinkhorn-Knopp entropy regularisation")
+    sinkhorn_iters: int = opt(3, "Sinkhorn-Knopp iterations")
+    freeze_prototypes_iters: int = opt(-1, "steps with frozen prototypes; -1 = one epoch")
+    queue_length: int = opt(
+        0, "queued embeddings per code crop (global); 0 = no queue (paper: 3840 at batch 256)")
+    queue_start_epoch: int = opt(15, "epoch from which the queue is filled")
 
 
 class SwAV(Method):
@@ -47,24 +52,33 @@ class SwAV(Method):
     Args = SwAVArgs
     config_defaults = {"local_crops": 2}  # multi-crop on by default (paper: 2 global + 6 local)
 
-    def __init__(self, cfg: Config) -> None:
-        super().__init__(cfg)
-        a: SwAVArgs = cfg.args
-        self.a = a
-        self.epochs = cfg.epochs
+    def __init__(self, args: SwAVArgs, ctx: MethodContext) -> None:
+        super().__init__(args, ctx)
+        a = self.a = args
+        if a.queue_length % ctx.world_size:
+            raise ValueError(f"queue_length {a.queue_length} is not divisible by the "
+                             f"{ctx.world_size} processes")
         self.projector = mlp([self.feat_dim, a.proj_hidden_dim, a.proj_dim])
         self.prototypes = nn.Linear(a.proj_dim, a.n_prototypes, bias=False)
         self.normalize_prototypes()
-        per_process = a.queue_length // world_size()
-        self.register_buffer("queue", torch.zeros(2, per_process, a.proj_dim))
-        self.use_queue = False  # set in on_train_step_end once the queue is full
-        self._embeddings: torch.Tensor | None = None  # last step's global-crop embeddings
+        self.freeze_steps = (a.freeze_prototypes_iters if a.freeze_prototypes_iters >= 0
+                             else ctx.steps_per_epoch)
+        self.queue_start = a.queue_start_epoch * ctx.steps_per_epoch
+        self.register_buffer("queue", torch.zeros(2, a.queue_length, a.proj_dim))
+        self.queue_filled = 0  # rows filled; Python state read only outside the compiled graph
+        self.register_load_state_dict_post_hook(lambda module, keys: module.count_queue_rows())
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
-    def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    @torch.no_grad()
+    def count_queue_rows(self) -> None:
+        """Recount the filled rows (L2-normalised embeddings are never all zero) after a load."""
+        self.queue_filled = int(self.queue[0].abs().sum(1).gt(0).sum())
+
+    def forward(self, batch: Batch) -> Outputs:
+        views = batch["views"]
         bs = views[0].shape[0]
         # one backbone call per run of equal-resolution crops (2 global, then the local ones)
         feats, start = [], 0
@@ -75,44 +89,46 @@ class SwAV(Method):
         emb = F.normalize(self.projector(torch.cat(feats)), dim=1)
         scores = self.prototypes(emb)
         n_crops = len(views)
-        self._embeddings = emb[: 2 * bs].detach()
         loss = scores.new_zeros((), dtype=torch.float32)
         for i in range(2):
-            with torch.no_grad():
-                s = scores[i * bs:(i + 1) * bs].detach()
-                if self.use_queue:
-                    s = torch.cat([self.prototypes(self.queue[i]), s])
-                q = sinkhorn_knopp(s, self.a.sinkhorn_eps, self.a.sinkhorn_iters,
-                                   distributed=True)[-bs:]
+            q = self._codes(scores[i * bs:(i + 1) * bs].detach(), i)
             for v in range(n_crops):
                 if v != i:
                     x = scores[v * bs:(v + 1) * bs].float() / self.a.temperature
                     loss = loss - (q * F.log_softmax(x, dim=1)).sum(dim=1).mean() / (n_crops - 1)
-        return {"loss": loss / 2}
+        return {"loss": loss / 2, "embeddings": emb[: 2 * bs].detach()}
 
-    def _steps_per_epoch(self, total_steps: int) -> int:
-        return max(1, total_steps // self.epochs)
+    @torch.compiler.disable
+    @torch.no_grad()
+    def _codes(self, scores: torch.Tensor, crop: int) -> torch.Tensor:
+        """Sinkhorn codes of one global crop's batch, this process's queue slice prepended once
+        the queue is full (eager: the switch is Python state)."""
+        bs, length = scores.shape[0], self.queue.shape[1]
+        if length and self.queue_filled >= length:
+            n = length // self.ctx.world_size
+            mine = self.queue[crop, rank() * n:(rank() + 1) * n]
+            scores = torch.cat([self.prototypes(mine), scores])
+        return sinkhorn_knopp(scores, self.a.sinkhorn_eps, self.a.sinkhorn_iters,
+                              distributed=True)[-bs:]
 
-    def before_optimizer_step(self, step: int, total_steps: int) -> None:
-        freeze = self.a.freeze_prototypes_iters
-        if freeze < 0:
-            freeze = self._steps_per_epoch(total_steps)
-        if step < freeze:
+    def before_optimizer_step(self, outputs: Outputs, step: int) -> None:
+        if step < self.freeze_steps:
             self.prototypes.weight.grad = None  # the optimiser skips it (no decay, no momentum)
 
     @torch.no_grad()
-    def on_train_step_end(self, step: int, total_steps: int) -> None:
+    def on_train_step_end(self, outputs: Outputs, step: int) -> None:
         self.normalize_prototypes()
         length = self.queue.shape[1]
-        if length == 0 or step // self._steps_per_epoch(total_steps) < self.a.queue_start_epoch:
+        if length == 0 or step < self.queue_start:
             return
-        emb = self._embeddings
-        bs = emb.shape[0] // 2
-        if bs > length:
-            raise ValueError(f"SwAV queue length per process ({length}) is smaller than the "
-                             f"batch per process ({bs})")
-        # newest first, as in the official code
-        self.queue[:, bs:] = self.queue[:, :-bs].clone()
-        self.queue[:, :bs] = emb.view(2, bs, -1)
-        if not self.use_queue:
-            self.use_queue = bool(self.queue[:, -1].any())  # host sync only while filling
+        # the global batch's embeddings, per code crop: (world, 2, b, D) -> (2, world * b, D)
+        emb = gather(outputs["embeddings"])
+        emb = emb.view(self.ctx.world_size, 2, -1, emb.shape[-1]).transpose(0, 1)
+        new = emb.reshape(2, -1, emb.shape[-1]).to(self.queue.dtype)
+        n = new.shape[1]
+        if n > length:
+            raise ValueError(f"SwAV queue_length ({length}) is smaller than the global batch "
+                             f"({n})")
+        self.queue[:, n:] = self.queue[:, :-n].clone()  # newest first, as in the official code
+        self.queue[:, :n] = new
+        self.queue_filled = min(length, self.queue_filled + n)

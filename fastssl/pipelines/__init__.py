@@ -1,20 +1,32 @@
 """One loader interface for the training loop, whichever pipeline produces the batches.
 
-A train loader has ``len(loader)`` (steps per epoch), ``loader.epoch(e, start_batch=0)`` (an
-iterator of ``(views, labels)``: a list of (B, 3, H, W) float tensors, global crops first) and
-``loader.corrupt_count`` (unreadable files skipped so far).
+Every loader is built from a :class:`LoaderSpec` and satisfies :class:`TrainLoader`: ``len``
+(steps per epoch), ``epoch(e, start_batch=0)`` (an iterator of ``fastssl.batch.Batch``: image
+``views`` global crops first, ``labels``, and BG_Swaps' extra views when on), ``corrupt_count``
+and ``pipelines`` (DALI's, for the profiler).
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 
+from fastssl.config import LOADERS
 from fastssl.data.layout import Split, image_size
+from fastssl.pipelines.background import BgOptions
+from fastssl.pipelines.loader import LoaderSpec, TrainLoader
+from fastssl.pipelines.memory import MemoryTrainLoader, check_specs
+from fastssl.pipelines.torch_loader import TorchTrainLoader
 from fastssl.pipelines.views import ViewSpec
 
-LOADERS = ("auto", "memory", "dali", "torch")
+__all__ = ["LoaderSpec", "TrainLoader", "build_train_loader", "dali_available", "resolve_loader"]
+
 # ``auto`` on the CPU decodes sets up to this size into memory (the embedded sets are ~60 MiB)
 MEMORY_AUTO_BYTES = 2 * 2**30
+
+
+def dali_available() -> bool:
+    return importlib.util.find_spec("nvidia.dali") is not None
 
 
 def _image_size(path) -> tuple[int, int] | None:
@@ -24,13 +36,11 @@ def _image_size(path) -> tuple[int, int] | None:
         return None  # unreadable: the loader reports it, not this check
 
 
-def _memory_fits(split: Split, specs: list[ViewSpec], options: dict) -> bool:
+def _memory_fits(split: Split, specs: Sequence[ViewSpec], bg: BgOptions | None) -> bool:
     """Whether ``auto`` may pick the memory loader: it implements the views and background mode,
     the decoded set is at most ``MEMORY_AUTO_BYTES`` and all images have one size."""
-    from fastssl.pipelines.memory import check_specs
-
     try:
-        check_specs(specs, options.get("bg"))
+        check_specs(specs, bg)
     except ValueError:
         return False
     first = _image_size(split.paths[0])
@@ -40,33 +50,28 @@ def _memory_fits(split: Split, specs: list[ViewSpec], options: dict) -> bool:
     return sizes == {first}
 
 
-def resolve_loader(name: str, device_type: str, split: Split, specs: list[ViewSpec],
-                   **options) -> str:
+def resolve_loader(name: str, device_type: str, split: Split, specs: Sequence[ViewSpec],
+                   bg: BgOptions | None = None) -> str:
     """``auto``: DALI on CUDA when it is installed; otherwise the memory loader when the set
     fits (see ``_memory_fits``), else torchvision. The training log names the choice."""
     if name != "auto":
         return name
-    if device_type == "cuda" and importlib.util.find_spec("nvidia.dali") is not None:
+    if device_type == "cuda" and dali_available():
         return "dali"
-    return "memory" if _memory_fits(split, specs, options) else "torch"
+    return "memory" if _memory_fits(split, specs, bg) else "torch"
 
 
-def build_train_loader(name: str, split: Split, specs: list[ViewSpec], *, batch_size: int,
-                       workers: int, seed: int, rank: int = 0, world: int = 1,
-                       device_type: str = "cpu", **options):
-    """``name`` is ``memory``, ``torch`` or ``dali``; ``options`` are pipeline-specific (e.g.
-    background masks)."""
-    common = dict(batch_size=batch_size, workers=workers, seed=seed, rank=rank, world=world)
+def build_train_loader(name: str, spec: LoaderSpec, *, stats: bool = False) -> TrainLoader:
+    """``name`` is ``memory``, ``torch`` or ``dali``; ``stats`` turns on DALI's executor
+    statistics (the profiler's)."""
     if name == "memory":
-        from fastssl.pipelines.memory import MemoryTrainLoader
-
-        return MemoryTrainLoader(split, specs, device_type=device_type, **common, **options)
+        return MemoryTrainLoader(spec)
     if name == "torch":
-        from fastssl.pipelines.torch_loader import TorchTrainLoader
-
-        return TorchTrainLoader(split, specs, **common, **options)
+        return TorchTrainLoader(spec)
     if name == "dali":
-        from fastssl.pipelines.dali import DaliTrainLoader
+        if not dali_available():
+            raise ValueError("--loader dali needs nvidia-dali (pip install nvidia-dali-cuda130)")
+        from fastssl.pipelines.dali import DaliTrainLoader  # optional dependency, slow import
 
-        return DaliTrainLoader(split, specs, device_type=device_type, **common, **options)
+        return DaliTrainLoader(spec, stats=stats)
     raise ValueError(f"unknown loader '{name}' (choose from {', '.join(LOADERS)})")

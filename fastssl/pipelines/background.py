@@ -23,12 +23,19 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastssl.data.layout import IMAGE_EXTENSIONS, DataError, Split, image_size
+from fastssl.config import Config
+from fastssl.data.layout import (
+    IMAGE_EXTENSIONS,
+    DataError,
+    DatasetIndex,
+    Split,
+    image_size,
+    mask_path,
+)
 
 log = logging.getLogger(__name__)
 
 GREY = 128.0  # BG_RM's constant background (mid-grey; the paper's grey background)
-BG_MODES = ("none", "rm", "random", "swaps")
 MISSING_POLICIES = ("error", "skip")
 
 
@@ -62,13 +69,12 @@ class BgOptions:
         return 2 if self.swaps else 0
 
 
-def bg_options(cfg, index) -> dict:
-    """Loader options (``build_train_loader(..., **bg_options(cfg, index))``) from a run config;
-    empty when background augmentation is off."""
-    if getattr(cfg, "bg_mode", "none") == "none":
-        return {}
-    return {"bg": BgOptions(cfg.bg_mode, cfg.bg_p, cfg.bg_bank, cfg.bg_missing_mask,
-                            mask_root=Path(index.root))}
+def bg_options(cfg: Config, index: DatasetIndex) -> BgOptions | None:
+    """The loader's background options from a run config; None when it is off."""
+    if cfg.bg_mode == "none":
+        return None
+    return BgOptions(cfg.bg_mode, cfg.bg_p, cfg.bg_bank, cfg.bg_missing_mask,
+                     mask_root=Path(index.root))
 
 
 def bank_files(bank: str) -> list[Path]:
@@ -79,11 +85,6 @@ def bank_files(bank: str) -> list[Path]:
     if not files:
         raise DataError(f"no images (*.jpg, *.jpeg, *.png) in background bank {folder}")
     return files
-
-
-def mask_path(root: Path, image: Path) -> Path:
-    """The layout's mask path (``DatasetIndex.mask_path`` without needing the index)."""
-    return root / "masks" / image.relative_to(root).with_suffix(".png")
 
 
 def resolve_masks(split: Split, opts: BgOptions) -> tuple[list[Path | None], int]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from fastssl.seeding import generator
+
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0,
                   world: int = 1) -> list[list[int]]:
@@ -13,8 +15,7 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int =
     if batch_size * world > n:
         raise ValueError(f"global batch {batch_size * world} is larger than the dataset ({n} "
                          "images): lower batch_size")
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=g).tolist()
+    order = torch.randperm(n, generator=generator(seed, epoch)).tolist()
     per_global = batch_size * world
     out = []
     for b in range(n // per_global):

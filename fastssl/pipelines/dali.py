@@ -33,18 +33,22 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from nvidia.dali import fn, pipeline_def
 from nvidia.dali.pipeline import Pipeline
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from fastssl.data.layout import Split
+from fastssl.batch import Batch
 from fastssl.pipelines import dali_augment as A
 from fastssl.pipelines.background import BgOptions, bank_files, resolve_masks
 from fastssl.pipelines.batches import epoch_batches
+from fastssl.pipelines.loader import LoaderSpec, labelled
 from fastssl.pipelines.views import ViewSpec
+from fastssl.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +89,7 @@ def decodes(path: Path) -> bool:
 
 
 @pipeline_def(enable_conditionals=True)
-def ssl_pipeline(files: list[str], labels: list[int], specs: list[ViewSpec], *, shard_id: int,
+def ssl_pipeline(files: list[str], labels: list[int], specs: Sequence[ViewSpec], *, shard_id: int,
                  num_shards: int, device_type: str, bg: BgOptions | None = None,
                  mask_files: list[str] | None = None, bank: list[str] | None = None):
     """Reader -> decode once -> (background) -> one ``augment_view`` per crop; outputs
@@ -110,33 +114,29 @@ def ssl_pipeline(files: list[str], labels: list[int], specs: list[ViewSpec], *, 
     return (*views, label)
 
 
-def _seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2**31 - 1)
-
-
 class DaliTrainLoader:
-    """Batches of ``(views, labels)`` from a DALI pipeline (see the module docstring)."""
+    """Batches from a DALI pipeline (see the module docstring). ``stats=True`` builds the
+    pipelines with DALI's executor statistics on (for ``fastssl profile``)."""
 
-    def __init__(self, split: Split, specs: list[ViewSpec], *, batch_size: int, workers: int,
-                 seed: int, rank: int = 0, world: int = 1, device_type: str = "cpu",
-                 bg: BgOptions | None = None, device_id: int | None = None) -> None:
-        self.split, self.specs = split, list(specs)
-        self.batch_size, self.threads = batch_size, max(1, workers)
+    def __init__(self, spec: LoaderSpec, *, stats: bool = False) -> None:
+        self.spec, self.stats = spec, stats
+        split = self.split = spec.split
+        self.specs = list(spec.views)
+        batch_size, seed, rank, world = spec.batch_size, spec.seed, spec.rank, spec.world
+        self.batch_size, self.threads = batch_size, max(1, spec.workers)
         self.seed, self.rank, self.world = seed, rank, world
-        self.device_type = device_type
-        self.device_id = (device_id if device_id is not None else
-                          (torch.cuda.current_device() if device_type == "cuda" else None))
-        self.bg = bg
+        self.device_type = spec.device_type
+        self.device_id = torch.cuda.current_device() if spec.device_type == "cuda" else None
+        self.bg: BgOptions | None = spec.bg
         self.bg_skipped = 0
-        self.masks: list[str] | None = None
+        self.masks: list[str] = []
         self.bank: list[str] | None = None
-        if bg is not None and bg.mode != "none":
-            masks, self.bg_skipped = resolve_masks(split, bg)
+        if spec.bg is not None:
+            masks, self.bg_skipped = resolve_masks(split, spec.bg)
             full = self._full_mask() if self.bg_skipped else ""
             self.masks = [str(m) if m is not None else full for m in masks]
-            self.bank = [str(p) for p in bank_files(bg.bank)] if bg.bank else None
-        else:
-            self.bg = None
+            self.bank = [str(p) for p in bank_files(spec.bg.bank)] if spec.bg.bank else None
+        self._pipelines: list[Any] = []
         self.batches_per_epoch = len(epoch_batches(len(split), batch_size, seed=seed, epoch=0,
                                                    rank=rank, world=world))
         self._bad: set[int] = set()
@@ -153,6 +153,10 @@ class DaliTrainLoader:
     @property
     def num_views(self) -> int:
         return len(self.specs) + (self.bg.extra_views if self.bg else 0)
+
+    @property
+    def pipelines(self) -> list[Any]:
+        return self._pipelines
 
     def _full_mask(self) -> str:
         import tempfile
@@ -212,21 +216,24 @@ class DaliTrainLoader:
     def _iterator(self, epoch: int, order: list[int]) -> DALIGenericIterator:
         src = [self._replacement.get(i, i) for i in order]
         files = [str(self.split.paths[i]) for i in src]
-        extra = {}
+        extra: dict[str, Any] = {}
+        if self.stats:  # DALI 2.4 keeps executor statistics only with the static executor
+            extra.update(enable_memory_stats=True, exec_dynamic=False)
         if self.bg is not None:
             extra = dict(bg=self.bg, mask_files=[self.masks[i] for i in src], bank=self.bank)
         pipe = ssl_pipeline(files, [self.split.labels[i] for i in order], self.specs,
                             shard_id=self.rank, num_shards=self.world,
                             device_type=self.device_type, batch_size=self.batch_size,
                             num_threads=self.threads, device_id=self.device_id,
-                            seed=_seed(self.seed, epoch, self.rank),
+                            seed=derive_seed(self.seed, epoch, 0, self.rank) % (2**31 - 1),
                             prefetch_queue_depth=PREFETCH, **extra)
+        self._pipelines = [pipe]
         names = [f"view{i}" for i in range(self.num_views)] + ["labels"]
         return DALIGenericIterator(pipe, names, reader_name=READER, auto_reset=False,
                                    last_batch_policy=LastBatchPolicy.DROP)
 
-    def epoch(self, epoch: int, start_batch: int = 0):
-        """Yield ``(views, labels)`` for batches ``start_batch ..`` of ``epoch``."""
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """Yield the batches ``start_batch ..`` of ``epoch``."""
         order = self._order(epoch)
         mine = order[self.rank * len(order) // self.world:
                      (self.rank + 1) * len(order) // self.world]
@@ -238,8 +245,9 @@ class DaliTrainLoader:
                 for out in self._iterator(epoch, order):
                     if b >= done:
                         d = out[0]
-                        yield [d[f"view{i}"] for i in range(self.num_views)], \
-                            d["labels"].reshape(-1).long()
+                        views = [d[f"view{i}"] for i in range(self.num_views)]
+                        n = len(self.specs)
+                        yield labelled(views[:n], d["labels"].reshape(-1).long(), views[n:])
                         done = b + 1
                     b += 1
                 return

@@ -24,17 +24,21 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from fastssl.batch import Batch
 from fastssl.data.layout import Split
 from fastssl.pipelines.background import BgOptions
 from fastssl.pipelines.batches import epoch_batches
-from fastssl.pipelines.torch_loader import ImageFiles
+from fastssl.pipelines.decode import Decoder
+from fastssl.pipelines.loader import LoaderSpec
 from fastssl.pipelines.views import MEAN, STD, ViewSpec
+from fastssl.seeding import generator
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +138,9 @@ def augment(images: torch.Tensor, spec: ViewSpec, g: torch.Generator) -> torch.T
     return (x - mean) / std
 
 
-def check_specs(specs: list[ViewSpec], bg: BgOptions | None) -> None:
+def check_specs(specs: Sequence[ViewSpec], bg: BgOptions | None) -> None:
     """Reject what this loader does not implement, naming the option."""
-    if bg is not None and bg.mode != "none":
+    if bg is not None:
         raise ValueError(f"--loader memory does not do background augmentation (bg_mode="
                          f"{bg.mode}): use --loader torch or --loader dali")
     for spec in specs:
@@ -149,34 +153,32 @@ def decode_split(split: Split, workers: int) -> tuple[torch.Tensor, int]:
     """Every image of ``split`` as one uint8 tensor (N, 3, H, W) and the count of unreadable
     files (each replaced by the next readable image, as in the other loaders). All images must
     have the same size."""
-    files = ImageFiles(split, [])
+    decode = Decoder(split)
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        images = list(pool.map(files._decode, range(len(split))))
+        images = list(pool.map(decode, range(len(split))))
     sizes = {tuple(im.shape[1:]) for im in images}
     if len(sizes) > 1:
         raise ValueError(f"--loader memory needs images of one size; {split.paths[0].parent.parent}"
                          f" has {len(sizes)} sizes (e.g. {sorted(sizes)[:2]}): resize the set "
                          "or use --loader torch")
-    return torch.stack(images), files.corrupt.value
+    return torch.stack(images), decode.corrupt.value
 
 
 class MemoryTrainLoader:
-    """Batches of ``(views, labels)`` made from the decoded split, sharded over processes."""
+    """Batches made from the decoded split, sharded over processes."""
 
-    def __init__(self, split: Split, specs: list[ViewSpec], *, batch_size: int, workers: int,
-                 seed: int, rank: int = 0, world: int = 1, device_type: str = "cpu",
-                 bg: BgOptions | None = None) -> None:
-        check_specs(specs, bg)
-        self.specs = specs
-        images, self._corrupt = decode_split(split, workers)
-        device = torch.device("cuda", torch.cuda.current_device()) if device_type == "cuda" \
-            else torch.device("cpu")
+    def __init__(self, spec: LoaderSpec) -> None:
+        check_specs(spec.views, spec.bg)
+        self.spec = spec
+        split = spec.split
+        images, self._corrupt = decode_split(split, spec.workers)
+        device = torch.device("cuda", torch.cuda.current_device()) \
+            if spec.device_type == "cuda" else torch.device("cpu")
         self.images = images.to(device)
         self.labels = torch.tensor(split.labels)
         log.info("memory loader: %d images of %s decoded (%.0f MiB on %s)", len(images),
                  tuple(images.shape[1:]), images.numel() / 2**20, device)
-        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        self.batches_per_epoch = len(split) // (batch_size * world)
+        self.batches_per_epoch = len(split) // (spec.batch_size * spec.world)
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -185,12 +187,16 @@ class MemoryTrainLoader:
     def corrupt_count(self) -> int:
         return self._corrupt
 
-    def epoch(self, epoch: int, start_batch: int = 0):
-        batches = epoch_batches(len(self.labels), self.batch_size, seed=self.seed, epoch=epoch,
-                                rank=self.rank, world=self.world)
+    @property
+    def pipelines(self) -> list:
+        return []
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        s = self.spec
+        batches = epoch_batches(len(self.labels), s.batch_size, seed=s.seed, epoch=epoch,
+                                rank=s.rank, world=s.world)
         for b in range(start_batch, len(batches)):
-            g = torch.Generator().manual_seed(
-                ((self.seed * 1_000_003 + epoch) * 10_000_019 + b) * 1_009 + self.rank)
+            g = generator(s.seed, epoch, b, s.rank)
             idx = torch.tensor(batches[b])
             images = self.images[idx.to(self.images.device)]
-            yield [augment(images, spec, g) for spec in self.specs], self.labels[idx]
+            yield {"views": [augment(images, v, g) for v in s.views], "labels": self.labels[idx]}

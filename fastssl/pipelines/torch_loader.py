@@ -1,25 +1,25 @@
 """The torchvision.transforms.v2 loader: the CPU fallback that DALI is compared against.
 
-Randomness is a pure function of (seed, epoch, sample index), so the views do not depend on the
-worker count or on where a resumed epoch starts.
+Randomness is a pure function of (seed, epoch, sample index) (``fastssl.seeding``), so the views
+do not depend on the worker count or on where a resumed epoch starts.
 """
 
 from __future__ import annotations
 
-import logging
-import multiprocessing as mp
+from collections.abc import Iterator
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
+from fastssl.batch import Batch
 from fastssl.data.layout import Split
 from fastssl.pipelines.background import BgOptions, bank_files, resolve_masks, torch_background
 from fastssl.pipelines.batches import epoch_batches
+from fastssl.pipelines.decode import Decoder, load
+from fastssl.pipelines.loader import LoaderSpec, labelled
 from fastssl.pipelines.views import MEAN, STD, ViewSpec
-
-log = logging.getLogger(__name__)
+from fastssl.seeding import derive_seed
 
 
 def view_transform(spec: ViewSpec) -> T.Compose:
@@ -49,105 +49,126 @@ def eval_transform(size: int) -> T.Compose:
 
 
 class ImageFiles(Dataset):
-    """Decodes each image once and applies every view transform to it.
+    """Training samples keyed by ``(epoch, index)``: decode once, apply every view transform.
 
-    A file that cannot be decoded is reported once with its path and replaced by the next
-    readable image (deterministically); ``corrupt`` counts them across worker processes.
+    torchvision's random transforms draw from the global generator, so each sample runs inside
+    ``torch.random.fork_rng`` seeded from ``derive_seed(seed, epoch, index)``: the views depend on
+    nothing else (not the worker count, not where a resumed epoch starts), and the caller's
+    global RNG state is left as it was (with ``workers=0`` this is the training process).
     """
 
-    def __init__(self, split: Split, transforms: list, seed: int = 0,
+    def __init__(self, split: Split, transforms: list[T.Compose], seed: int = 0,
                  bg: BgOptions | None = None) -> None:
         self.split = split
         self.transforms = transforms
         self.seed = seed
-        self.epoch = 0
-        self.corrupt = mp.Value("i", 0)
-        self._bad: set[int] = set()
-        self.bg = bg if bg is not None and bg.mode != "none" else None
-        self.bg_skipped = 0
-        if self.bg is not None:  # background augmentation: masks checked up front, as in DALI
-            self.masks, self.bg_skipped = resolve_masks(split, self.bg)
-            self.bank = bank_files(self.bg.bank) if self.bg.bank else []
+        self.decode = Decoder(split)
+        self.bg = bg
+        if bg is not None:  # background augmentation: masks checked up front, as in DALI
+            self.masks, self.bg_skipped = resolve_masks(split, bg)
+            self.bank = bank_files(bg.bank) if bg.bank else []
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def _decode(self, index: int) -> torch.Tensor:
-        for offset in range(len(self.split)):
-            i = (index + offset) % len(self.split)
-            if i in self._bad:
-                continue
-            try:
-                with Image.open(self.split.paths[i]) as im:
-                    return T.functional.pil_to_tensor(im.convert("RGB"))
-            except (OSError, ValueError, SyntaxError) as e:
-                self._bad.add(i)
-                with self.corrupt.get_lock():
-                    self.corrupt.value += 1
-                log.warning("skipping unreadable image %s (%s)", self.split.paths[i], e)
-        raise RuntimeError(f"no readable image in {self.split.paths[0].parent.parent}")
+    def _mask(self, i: int) -> torch.Tensor | None:
+        m = self.masks[i]
+        return load(m, "L") if m is not None else None
 
-    def _background(self, image: torch.Tensor, index: int):
+    def _background(self, image: torch.Tensor, index: int,
+                    bg: BgOptions) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """BG_RM / BG_Random / BG_Swaps of one sample (math shared with DALI: background.py)."""
-        def load(path, mode="RGB"):
-            with Image.open(path) as im:
-                return T.functional.pil_to_tensor(im.convert(mode))
-
-        def mask_of(i):
-            return load(self.masks[i], "L") if self.masks[i] else None
-
-        bg = self.bg
         apply = bool(torch.rand(()) < bg.p)
         if bg.mode in ("rm", "random") and not apply:
             return image, []
         other = None
         if bg.mode != "rm":
             j = int(torch.randint(len(self), ()))
-            other = (self._decode(j), mask_of(j))
+            other = (self.decode(j), self._mask(j))
         bank = load(self.bank[int(torch.randint(len(self.bank), ()))]) if self.bank else None
-        return torch_background(image, mask_of(index), other, mode=bg.mode, apply=apply, bank=bank)
+        return torch_background(image, self._mask(index), other, mode=bg.mode, apply=apply,
+                                bank=bank)
 
-    def __getitem__(self, index: int):
-        image = self._decode(index)
-        # per-sample seed: views independent of worker assignment and resume position
-        torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-        extra = []
-        if self.bg is not None:
-            image, extra = self._background(image, index)
-        views = [t(image) for t in self.transforms]
-        views += [self.transforms[0](x) for x in extra]  # BG_Swaps: positive, hard negative
+    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
+        epoch, index = key
+        image = self.decode(index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, epoch, index))
+            extra: list[torch.Tensor] = []
+            if self.bg is not None:
+                image, extra = self._background(image, index, self.bg)
+            views = [t(image) for t in self.transforms]
+            views += [self.transforms[0](x) for x in extra]  # BG_Swaps: positive, hard negative
         return views, self.split.labels[index]
 
 
-class TorchTrainLoader:
-    """Batches of ``(views, labels)`` from the torchvision pipeline, sharded over processes."""
+class _EpochBatches:
+    """The batch sampler of the persistent DataLoader: the current epoch's ``(epoch, index)``
+    batches, replaced before each epoch (the sampler runs in the main process)."""
 
-    def __init__(self, split: Split, specs: list[ViewSpec], *, batch_size: int, workers: int,
-                 seed: int, rank: int = 0, world: int = 1, bg: BgOptions | None = None) -> None:
-        self.dataset = ImageFiles(split, [view_transform(s) for s in specs], seed, bg)
-        self.batch_size, self.workers = batch_size, workers
-        self.seed, self.rank, self.world = seed, rank, world
-        self.batches_per_epoch = len(split) // (batch_size * world)
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class TorchTrainLoader:
+    """Batches from the torchvision pipeline, sharded over processes; the DataLoader and its
+    workers persist across epochs."""
+
+    def __init__(self, spec: LoaderSpec) -> None:
+        self.spec = spec
+        self.dataset = ImageFiles(spec.split, [view_transform(v) for v in spec.views], spec.seed,
+                                  spec.bg)
+        self.batches_per_epoch = len(spec.split) // (spec.batch_size * spec.world)
+        self._sampler = _EpochBatches()
+        self._loader = DataLoader(
+            self.dataset, batch_sampler=self._sampler, num_workers=spec.workers,
+            persistent_workers=spec.workers > 0, pin_memory=torch.cuda.is_available(),
+            prefetch_factor=4 if spec.workers else None,
+            # its own generator: DataLoader draws a base seed per iterator, which would
+            # otherwise come from (and advance) the global RNG of the training process
+            generator=torch.Generator().manual_seed(spec.seed))
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
     @property
     def corrupt_count(self) -> int:
-        return self.dataset.corrupt.value
+        return self.dataset.decode.corrupt.value
 
-    def epoch(self, epoch: int, start_batch: int = 0):
-        self.dataset.epoch = epoch  # read by the workers forked below
-        batches = epoch_batches(len(self.dataset), self.batch_size, seed=self.seed, epoch=epoch,
-                                rank=self.rank, world=self.world)[start_batch:]
-        return iter(DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
-                               persistent_workers=False, pin_memory=torch.cuda.is_available(),
-                               prefetch_factor=4 if self.workers else None))
+    @property
+    def pipelines(self) -> list:
+        return []
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        s = self.spec
+        order = epoch_batches(len(self.dataset), s.batch_size, seed=s.seed, epoch=epoch,
+                              rank=s.rank, world=s.world)[start_batch:]
+        self._sampler.batches = [[(epoch, i) for i in b] for b in order]
+        n_views = len(s.views)
+        for views, labels in self._loader:
+            yield labelled(views[:n_views], labels, views[n_views:])
 
 
-def eval_loader(split: Split, size: int, *, batch_size: int = 256, workers: int = 2):
-    """Deterministic (resize + centre crop) batches of ``(images, labels)`` for evaluation."""
-    dataset = ImageFiles(split, [eval_transform(size)])
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                      collate_fn=lambda items: (torch.stack([v[0] for v, _ in items]),
-                                                torch.tensor([y for _, y in items])))
+class EvalImages(Dataset):
+    """Deterministic evaluation images (resize + centre crop) and their labels."""
+
+    def __init__(self, split: Split, size: int) -> None:
+        self.split, self.transform, self.decode = split, eval_transform(size), Decoder(split)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.decode(index)), self.split.labels[index]
+
+
+def eval_loader(split: Split, size: int, *, batch_size: int = 256,
+                workers: int = 2) -> DataLoader:
+    """Batches of ``(images, labels)`` for evaluation."""
+    return DataLoader(EvalImages(split, size), batch_size=batch_size, num_workers=workers)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as every paper normalises
-STD = (0.229, 0.224, 0.225)
+from fastssl.config import Config
+from fastssl.data.stats import MEAN, STD
+
+__all__ = ["MEAN", "STD", "ViewSpec", "specs_for", "view_specs"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def view_specs(preset: str, *, crop_size: int, global_crops: int,
     return views + [local] * local_crops
 
 
-def specs_for(cfg, default_preset: str) -> list[ViewSpec]:
+def specs_for(cfg: Config, default_preset: str) -> list[ViewSpec]:
     """``view_specs`` from a run config (``cfg.views`` or the method's preset)."""
     return view_specs(cfg.views or default_preset, crop_size=cfg.crop_size,
                       global_crops=cfg.global_crops, global_scale=cfg.global_scale,

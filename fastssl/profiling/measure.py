@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from fastssl.batch import Batch, to_device
+from fastssl.pipelines import TrainLoader
 from fastssl.train import Run, train_step
 
 
@@ -32,8 +34,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def batches(loader, first_epoch: int = 0) -> Iterator:
-    """``(views, labels)`` forever, epoch after epoch (short data sets end mid-measurement)."""
+def batches(loader: TrainLoader, first_epoch: int = 0) -> Iterator[Batch]:
+    """Batches forever, epoch after epoch (short data sets end mid-measurement)."""
     epoch = first_epoch
     while True:
         it = loader.epoch(epoch, start_batch=0)
@@ -48,7 +50,7 @@ def batches(loader, first_epoch: int = 0) -> Iterator:
 
 
 @contextlib.contextmanager
-def closing_batches(loader, first_epoch: int = 0):
+def closing_batches(loader: TrainLoader, first_epoch: int = 0) -> Iterator[Iterator[Batch]]:
     gen = batches(loader, first_epoch)
     try:
         yield gen
@@ -70,22 +72,28 @@ def _late(deadline: float | None, repeat: int) -> bool:
     return repeat > 0 and deadline is not None and time.perf_counter() > deadline
 
 
-def time_loader(loader, device: torch.device, *, warmup: int, steps: int, repeats: int,
-                window_s: float | None = None, deadline: float | None = None) -> dict:
+def time_loader(loader: TrainLoader, device: torch.device, *, warmup: int, steps: int,
+                repeats: int, window_s: float | None = None,
+                deadline: float | None = None) -> tuple[dict, Batch]:
     """Images/s and batches/s of the loader alone: ``warmup`` batches, then ``repeats``
     consecutive windows of up to ``steps`` batches (or ``window_s`` seconds).
 
     ``first_batch_s`` is the start-up cost (worker processes, pipeline prefetch) that every
-    epoch pays once; windows that cross an epoch boundary pay it too, as training does.
+    epoch pays once; windows that cross an epoch boundary pay it too, as training does. Also
+    returns one real batch on ``device``, for timing the step alone without input cost.
     """
     ips, bps, per_batch = [], [], []
     with closing_batches(loader) as gen:
         t0 = time.perf_counter()
-        views, _ = next(gen)
+        batch = next(gen)
         first = time.perf_counter() - t0
         while _window(warmup, window_s, t0, 1):
-            views, _ = next(gen)
-        shapes, dtype = [list(v.shape) for v in views], views[0].dtype
+            batch = next(gen)
+        # a real batch kept on the device for the step alone (cloned: DALI reuses its buffers)
+        sample = to_device(batch, device)
+        sample = Batch(**{k: [x.clone() for x in v] if isinstance(v, list) else v.clone()
+                          for k, v in sample.items()})
+        shapes, dtype = [list(v.shape) for v in batch["views"]], batch["views"][0].dtype
         for r in range(repeats):
             if _late(deadline, r):
                 break
@@ -94,9 +102,9 @@ def time_loader(loader, device: torch.device, *, warmup: int, steps: int, repeat
             t_start = time.perf_counter()
             while _window(steps, window_s, t_start, len(times)):
                 t = time.perf_counter()
-                views, _ = next(gen)
+                batch = next(gen)
                 times.append(time.perf_counter() - t)
-                images += views[0].shape[0]
+                images += batch["views"][0].shape[0]
             sync(device)
             elapsed = time.perf_counter() - t_start
             ips.append(images / elapsed)
@@ -104,14 +112,7 @@ def time_loader(loader, device: torch.device, *, warmup: int, steps: int, repeat
             per_batch.append(statistics.median(times))
     return {"images_per_s": stat(ips), "batches_per_s": stat(bps), "first_batch_s": stat([first]),
             "batch_s": stat(per_batch), "repeats": len(ips), "shapes": shapes,
-            "dtype": str(dtype).removeprefix("torch.")}
-
-
-def synthetic_views(shapes: list[list[int]], device: torch.device,
-                    dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
-    """Random batches with the loader's shapes, already on the device: no input cost at all."""
-    g = torch.Generator(device="cpu").manual_seed(0)
-    return [torch.randn(s, generator=g, dtype=torch.float32).to(device, dtype) for s in shapes]
+            "dtype": str(dtype).removeprefix("torch.")}, sample
 
 
 class StepCounter:
@@ -125,27 +126,27 @@ class StepCounter:
         return self.step - 1
 
 
-def time_step(run: Run, views: list[torch.Tensor], counter: StepCounter, *, warmup: int,
+def time_step(run: Run, batch: Batch, counter: StepCounter, *, warmup: int,
               steps: int, repeats: int, window_s: float | None = None,
               deadline: float | None = None, compiled: bool = False) -> dict:
-    """``train_step`` (forward, loss, backward, optimiser, EMA hooks) on device-resident views.
+    """``train_step`` (forward, loss, backward, optimiser, EMA hooks) on a device-resident batch.
 
     ``first_step_s`` includes ``torch.compile``'s compilation when the forward is compiled.
     """
     cuda = run.device.type == "cuda"
-    batch = views[0].shape[0]
+    images = batch["views"][0].shape[0]
     ips, step_s, gpu_s = [], [], []
     if cuda:
         torch.cuda.reset_peak_memory_stats(run.device)
     t = time.perf_counter()
-    outputs, _ = train_step(run, views, counter.next())
+    outputs, _ = train_step(run, batch, counter.next())
     outputs["loss"].item()  # host sync: the first step's full cost (compilation included)
     first = time.perf_counter() - t
     # a compiled forward recompiles once when ``step`` first changes (dynamo marks it dynamic):
     # two warm-up steps at least; an eager one needs only the first when steps are slow
     done, t0 = 1, time.perf_counter()
     while done < 2 and compiled or _window(warmup, window_s and window_s / 2, t0 - first, done):
-        train_step(run, views, counter.next())
+        train_step(run, batch, counter.next())
         done += 1
     for r in range(repeats):
         if _late(deadline, r):
@@ -156,7 +157,7 @@ def time_step(run: Run, views: list[torch.Tensor], counter: StepCounter, *, warm
             start.record()
         t0, done = time.perf_counter(), 0
         while _window(steps, window_s, t0, done):
-            train_step(run, views, counter.next())
+            train_step(run, batch, counter.next())
             done += 1
             if window_s is not None and cuda and done % 8 == 0:
                 sync(run.device)  # the host runs ahead of the GPU: check the clock honestly
@@ -164,7 +165,7 @@ def time_step(run: Run, views: list[torch.Tensor], counter: StepCounter, *, warm
             end.record()
         sync(run.device)
         elapsed = time.perf_counter() - t0
-        ips.append(batch * done / elapsed)
+        ips.append(images * done / elapsed)
         step_s.append(elapsed / done)
         if cuda:
             gpu_s.append(start.elapsed_time(end) / 1000 / done)
@@ -185,8 +186,8 @@ def end_to_end(run: Run, counter: StepCounter, *, warmup: int, steps: int, repea
     with closing_batches(run.loader, first_epoch=100) as gen:
         t0, done = time.perf_counter(), 0
         while _window(warmup, window_s and window_s / 2, t0, done):
-            views, _ = next(gen)
-            train_step(run, views, counter.next())
+            batch = next(gen)
+            train_step(run, batch, counter.next())
             done += 1
         for r in range(repeats):
             if _late(deadline, r):
@@ -196,10 +197,10 @@ def end_to_end(run: Run, counter: StepCounter, *, warmup: int, steps: int, repea
             t0 = time.perf_counter()
             while _window(steps, window_s, t0, done):
                 t = time.perf_counter()
-                views, _ = next(gen)
+                batch = next(gen)
                 waited += time.perf_counter() - t
-                images += views[0].shape[0]
-                train_step(run, views, counter.next())
+                images += batch["views"][0].shape[0]
+                train_step(run, batch, counter.next())
                 done += 1
             sync(run.device)
             elapsed = time.perf_counter() - t0
@@ -224,15 +225,15 @@ def trace(run: Run, counter: StepCounter, out_dir: str | Path, *, steps: int = 3
     path = out / f"fastssl_profile_{int(time.time())}.pt.trace.json"
     with closing_batches(run.loader, first_epoch=900) as gen:
         for _ in range(warmup):
-            views, _ = next(gen)
-            train_step(run, views, counter.next())
+            batch = next(gen)
+            train_step(run, batch, counter.next())
         sync(run.device)
         with profile(activities=activities, acc_events=True) as prof:
             for _ in range(steps):
                 with record_function("loader.next"):
-                    views, _ = next(gen)
+                    batch = next(gen)
                 with record_function("train_step"):
-                    train_step(run, views, counter.next())
+                    train_step(run, batch, counter.next())
             sync(run.device)
     prof.export_chrome_trace(str(path))
     return str(path)
@@ -247,14 +248,15 @@ def worker_counts(cores: int) -> list[int]:
     return counts + [cores]
 
 
-def sweep(make_loader: Callable[[int], object], device: torch.device, counts: list[int], *,
+def sweep(make_loader: Callable[[int], TrainLoader], device: torch.device, counts: list[int], *,
           warmup: int, steps: int, window_s: float | None = None) -> list[dict]:
     """Loader-alone throughput against worker (torchvision) / thread (DALI) count, one repeat
     per point to stay inside the time budget."""
     points = []
     for w in counts:
         loader = make_loader(w)
-        m = time_loader(loader, device, warmup=warmup, steps=steps, repeats=1, window_s=window_s)
+        m, _ = time_loader(loader, device, warmup=warmup, steps=steps, repeats=1,
+                           window_s=window_s)
         points.append({"workers": w, "images_per_s": m["images_per_s"]["median"],
                        "first_batch_s": m["first_batch_s"]["median"]})
         del loader

@@ -6,15 +6,15 @@ from __future__ import annotations
 import time
 
 import torch
+from torchvision.transforms import v2 as T
+
+from fastssl.pipelines import TrainLoader
+from fastssl.pipelines.torch_loader import view_transform
 
 
 def torch_operator_costs(paths: list, specs: list, *, samples: int = 32) -> list[dict]:
     """Per-sample CPU cost of each torchvision operator (decode, crop, jitter, ...), measured
     in this process on ``samples`` images: where one loader worker spends its time."""
-    from torchvision.transforms import v2 as T
-
-    from fastssl.pipelines.torch_loader import view_transform
-
     def name(t) -> str:
         if isinstance(t, T.RandomApply):
             return "+".join(type(x).__name__ for x in t.transforms)
@@ -54,16 +54,16 @@ def _time_transforms(paths: list, pipelines: list, name) -> list[dict]:
     return sorted(rows, key=lambda r: -r["ms_per_sample"])
 
 
-def dali_executor_statistics(loader) -> dict | None:
-    """DALI's per-operator executor statistics, when the loader exposes its pipeline(s).
+def dali_executor_statistics(loader: TrainLoader) -> dict | None:
+    """DALI's per-operator executor statistics of the loader's current pipelines.
 
     DALI 2.4 reports per-operator output memory (``real_memory_size``, ``reserved_memory_size``,
     ...) when the pipeline was built with ``enable_memory_stats=True`` and
-    ``exec_dynamic=False``; it has no per-operator timing API (timing is in its NVTX ranges,
-    seen with Nsight Systems). Returns None when nothing is available.
+    ``exec_dynamic=False`` (``build_train_loader(..., stats=True)``); it has no per-operator
+    timing API (timing is in its NVTX ranges, seen with Nsight Systems). Returns None when
+    nothing is available.
     """
-    pipes = getattr(loader, "pipelines", None) or (
-        [loader.pipeline] if getattr(loader, "pipeline", None) is not None else [])
+    pipes = loader.pipelines
     out = {}
     for i, pipe in enumerate(pipes):
         try:

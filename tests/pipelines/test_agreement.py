@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from fastssl.data.layout import Split
-from fastssl.pipelines import build_train_loader
 from fastssl.pipelines.views import MEAN, STD, ViewSpec
+from tests.helpers import make_loader
 
 pytestmark = [pytest.mark.dali, pytest.mark.skipif(
     importlib.util.find_spec("nvidia.dali") is None, reason="nvidia.dali is not installed")]
@@ -30,9 +30,9 @@ def pixels(view: torch.Tensor) -> torch.Tensor:
 
 def crops(name: str, path, spec: ViewSpec, seed: int = 0) -> torch.Tensor:
     split = Split("train", [path] * N, [0] * N)
-    ld = build_train_loader(name, split, [spec] * 4, batch_size=32,
-                            workers=0 if name == "torch" else 2, seed=seed)
-    return torch.cat([pixels(v) for views, _ in ld.epoch(0) for v in views])
+    ld = make_loader(name, split, [spec] * 4, batch_size=32,
+                     workers=0 if name == "torch" else 2, seed=seed)
+    return torch.cat([pixels(v) for b in ld.epoch(0) for v in b["views"]])
 
 
 def close(a: np.ndarray, b: np.ndarray, what: str) -> None:

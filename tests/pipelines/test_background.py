@@ -11,9 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fastssl.config import ConfigError, resolve
+from fastssl.config import ConfigError
 from fastssl.data.layout import DataError, scan
+from fastssl.methods import resolve_config
 from fastssl.pipelines.background import BgOptions, resolve_masks, torch_background
+from tests.helpers import make_loader
 
 HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
 dali = [pytest.mark.dali, pytest.mark.skipif(not HAS_DALI, reason="nvidia.dali is not installed")]
@@ -112,12 +114,12 @@ def test_mask_errors_name_the_file(shapes_dir, tmp_path):
 
 
 def test_config_fields():
-    cfg = resolve(overrides={"bg_mode": "swaps", "bg_p": "0.3"})
+    cfg = resolve_config(overrides={"bg_mode": "swaps", "bg_p": "0.3"})
     assert cfg.bg_mode == "swaps" and cfg.bg_p == 0.3
     with pytest.raises(ConfigError, match="bg_mode"):
-        resolve(overrides={"bg_mode": "paste"})
+        resolve_config(overrides={"bg_mode": "paste"})
     with pytest.raises(ConfigError, match="bg_p"):
-        resolve(overrides={"bg_p": "1.5"})
+        resolve_config(overrides={"bg_p": "1.5"})
 
 
 IDENTITY = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, gray_p=0.0)
@@ -139,7 +141,6 @@ def test_loader_rm_and_skip(shapes_dir, tmp_path, name, caplog):
         pytest.skip("nvidia.dali is not installed")
     import shutil
 
-    from fastssl.pipelines import build_train_loader
     from fastssl.pipelines.views import ViewSpec
 
     root = tmp_path / "d"
@@ -152,14 +153,14 @@ def test_loader_rm_and_skip(shapes_dir, tmp_path, name, caplog):
     index.mask_path(index.train.paths[3]).unlink()
     spec = ViewSpec(32, **IDENTITY)
     with caplog.at_level(logging.WARNING):
-        ld = build_train_loader(name, index.train, [spec], batch_size=8, workers=0 if name ==
-                                "torch" else 1, seed=0,
-                                bg=BgOptions("rm", 1.0, missing_mask="skip", mask_root=root))
+        ld = make_loader(name, index.train, [spec], batch_size=8,
+                         workers=0 if name == "torch" else 1,
+                         bg=BgOptions("rm", 1.0, missing_mask="skip", mask_root=root))
     assert ld.dataset.bg_skipped == 1 if name == "torch" else ld.bg_skipped == 1
     assert "background augmentation skipped for 1" in caplog.text
     by_label = {}
-    for views, labels in ld.epoch(0):
-        for v, y in zip(pixels(views[0]), labels.tolist(), strict=True):
+    for b in ld.epoch(0):
+        for v, y in zip(pixels(b["views"][0]), b["labels"].tolist(), strict=True):
             by_label.setdefault(y, []).append(v)
     # map outputs back to files: same class, compare against the candidates of that class
     matched = 0
@@ -185,7 +186,7 @@ def test_train_simclr_bg_swaps(shapes_dir, tmp_path):
     from fastssl.train import train
 
     loader = "dali" if HAS_DALI else "torch"
-    cfg = resolve(overrides={"data": str(shapes_dir), "out": str(tmp_path / "run"),
+    cfg = resolve_config(overrides={"data": str(shapes_dir), "out": str(tmp_path / "run"),
                              "epochs": "1", "batch_size": "16", "bg_mode": "swaps",
                              "eval_every": "-1", "progress": "false", "loader": loader,
                              "proj_hidden_dim": "64", "proj_dim": "32", "crop_size": "16"})

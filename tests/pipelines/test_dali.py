@@ -12,16 +12,20 @@ import torch
 from fastssl.data.layout import Split, scan
 from fastssl.pipelines.batches import epoch_batches
 from fastssl.pipelines.views import view_specs
+from tests.helpers import make_loader
 
 pytestmark = [pytest.mark.dali, pytest.mark.skipif(
     importlib.util.find_spec("nvidia.dali") is None, reason="nvidia.dali is not installed")]
 
 
 def loader(split, specs, **kw):
-    from fastssl.pipelines.dali import DaliTrainLoader
-
     kw.setdefault("batch_size", 8)
-    return DaliTrainLoader(split, specs, workers=2, seed=kw.pop("seed", 0), **kw)
+    return make_loader("dali", split, specs, workers=2, **kw)
+
+
+def pairs(batches) -> list:
+    """``(views, labels)`` of every batch."""
+    return [(b["views"], b["labels"]) for b in batches]
 
 
 SWAV = dict(crop_size=32, global_crops=2, global_scale=(0.14, 1.0), local_crops=3,
@@ -32,7 +36,7 @@ def test_multicrop_shapes_and_dtypes(shapes_dir):
     split = scan(shapes_dir).train
     ld = loader(split, view_specs("swav", **SWAV))
     assert len(ld) == len(split) // 8
-    batches = list(ld.epoch(0))
+    batches = pairs(ld.epoch(0))
     assert len(batches) == len(ld)
     views, labels = batches[0]
     assert [tuple(v.shape) for v in views] == [(8, 3, 32, 32)] * 2 + [(8, 3, 16, 16)] * 3
@@ -55,7 +59,7 @@ def test_sharding_counts_two_ranks(shapes_dir):
         seen = []
         for rank in (0, 1):
             ld = loader(split, specs, rank=rank, world=2)
-            ids = [labels.tolist() for _, labels in ld.epoch(epoch)]
+            ids = [labels.tolist() for _, labels in pairs(ld.epoch(epoch))]
             assert len(ids) == len(ld) == 4
             assert ids == epoch_batches(n, 8, seed=0, epoch=epoch, rank=rank, world=2)
             seen += sum(ids, [])
@@ -65,12 +69,12 @@ def test_sharding_counts_two_ranks(shapes_dir):
 def test_resume_replays_exactly(shapes_dir):
     split = scan(shapes_dir).train
     specs = view_specs("byol", crop_size=16, global_crops=2, global_scale=(0.08, 1.0))
-    full = list(loader(split, specs).epoch(1))
-    resumed = list(loader(split, specs).epoch(1, start_batch=3))
+    full = pairs(loader(split, specs).epoch(1))
+    resumed = pairs(loader(split, specs).epoch(1, start_batch=3))
     assert len(resumed) == len(full) - 3
     for (va, la), (vb, lb) in zip(full[3:], resumed, strict=True):
         assert torch.equal(la, lb) and all(torch.equal(a, b) for a, b in zip(va, vb, strict=True))
-    other_epoch = list(loader(split, specs).epoch(2))
+    other_epoch = pairs(loader(split, specs).epoch(2))
     assert not torch.equal(other_epoch[0][0][0], full[0][0][0])
 
 
@@ -88,32 +92,28 @@ def test_corrupt_files_are_replaced_and_counted(shapes_dir, tmp_path, caplog):
     specs = view_specs("simclr", crop_size=16, global_crops=2, global_scale=(0.2, 1.0))
     ld = loader(bad, specs)
     with caplog.at_level(logging.WARNING):
-        batches = list(ld.epoch(0))
+        batches = pairs(ld.epoch(0))
     assert len(batches) == len(ld) == 4
     assert ld.corrupt_count == 2
     assert str(truncated) in caplog.text and str(garbage) in caplog.text
     # replaced deterministically: a second epoch (and a second loader) see the same batches
-    again = list(loader(bad, specs).epoch(0))
+    again = pairs(loader(bad, specs).epoch(0))
     assert all(torch.equal(a[0][0], b[0][0]) for a, b in zip(batches, again, strict=True))
 
 
 @pytest.mark.parametrize("name", ["dali", "torch"])
 def test_strong_preset_shapes(shapes_dir, name):
-    from fastssl.pipelines import build_train_loader
-
     split = scan(shapes_dir).train
     specs = view_specs("strong", crop_size=24, global_crops=1, global_scale=(0.08, 1.0))
     assert specs[0].randaugment == (2, 9) and specs[0].scale_jitter == (0.5, 2.0)
-    ld = build_train_loader(name, split, specs, batch_size=8, workers=0 if name == "torch" else 2,
-                            seed=0)
-    views, labels = next(iter(ld.epoch(0)))
+    ld = make_loader(name, split, specs, batch_size=8, workers=0 if name == "torch" else 2)
+    views, labels = pairs(ld.epoch(0))[0]
     assert [tuple(v.shape) for v in views] == [(8, 3, 24, 24)]
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in views)
     # scale jitter pads with zeros (black) when the image shrinks below the crop
     strong = replace(specs[0], scale_jitter=(0.5, 0.5), randaugment=(0, 0))
-    ld = build_train_loader(name, split, [strong], batch_size=8,
-                            workers=0 if name == "torch" else 2, seed=0)
-    v = next(iter(ld.epoch(0)))[0][0]
+    ld = make_loader(name, split, [strong], batch_size=8, workers=0 if name == "torch" else 2)
+    v = next(iter(ld.epoch(0)))["views"][0]
     black = (torch.tensor([0.0, 0, 0]) - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor(
         [0.229, 0.224, 0.225])
     padded = (v - black[None, :, None, None]).abs().amax(1) < 1e-3

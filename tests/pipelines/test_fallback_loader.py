@@ -4,9 +4,8 @@ import torch
 
 from fastssl.data.layout import scan
 from fastssl.pipelines.batches import epoch_batches
-from fastssl.pipelines.torch_loader import TorchTrainLoader
 from fastssl.pipelines.views import view_specs
-from tests.helpers import tiny_shapes
+from tests.helpers import make_loader, tiny_shapes
 
 
 def test_epoch_batches_shard_without_overlap():
@@ -32,17 +31,31 @@ def test_views_shapes_and_determinism(tmp_path):
     index = scan(tiny_shapes(tmp_path, per_class=4))
     specs = view_specs("swav", crop_size=24, global_crops=2, global_scale=(0.14, 1.0),
                        local_crops=3, local_crop_size=12)
-    loader = TorchTrainLoader(index.train, specs, batch_size=8, workers=0, seed=1)
+    loader = make_loader("torch", index.train, specs, batch_size=8, workers=0, seed=1)
     assert len(loader) == 5
-    views, labels = next(loader.epoch(0))
+    first = next(loader.epoch(0))
+    views, labels = first["views"], first["labels"]
     assert [tuple(v.shape) for v in views] == [(8, 3, 24, 24)] * 2 + [(8, 3, 12, 12)] * 3
     assert all(v.dtype == torch.float32 for v in views) and labels.shape == (8,)
     # same (seed, epoch, sample) -> same views, whatever the worker count or start batch
-    with_workers = TorchTrainLoader(index.train, specs, batch_size=8, workers=2, seed=1)
+    with_workers = make_loader("torch", index.train, specs, batch_size=8, workers=2, seed=1)
     second = list(with_workers.epoch(0))[1]
     resumed = next(loader.epoch(0, start_batch=1))
-    for a, b in zip(second[0], resumed[0], strict=True):
+    for a, b in zip(second["views"], resumed["views"], strict=True):
         torch.testing.assert_close(a, b)
+    # the workers persist across epochs, and the next epoch is a new draw
+    assert with_workers._loader.persistent_workers
+    assert not torch.equal(list(with_workers.epoch(1))[1]["views"][0], second["views"][0])
+
+
+def test_loader_leaves_the_global_rng_untouched(tmp_path):
+    index = scan(tiny_shapes(tmp_path, per_class=2))
+    specs = view_specs("simclr", crop_size=16, global_crops=2, global_scale=(0.2, 1.0))
+    loader = make_loader("torch", index.train, specs, batch_size=4, workers=0, seed=0)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    list(loader.epoch(0))  # workers=0: the views are made in this process
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_corrupt_file_is_reported_skipped_and_counted(tmp_path, caplog):
@@ -51,7 +64,7 @@ def test_corrupt_file_is_reported_skipped_and_counted(tmp_path, caplog):
     bad = index.train.paths[3]
     bad.write_bytes(bad.read_bytes()[:40])  # a truncated JPEG
     specs = view_specs("simclr", crop_size=16, global_crops=2, global_scale=(0.2, 1.0))
-    loader = TorchTrainLoader(index.train, specs, batch_size=4, workers=0, seed=0)
+    loader = make_loader("torch", index.train, specs, batch_size=4, workers=0, seed=0)
     batches = list(loader.epoch(0))
     assert len(batches) == len(loader) == 5
     assert loader.corrupt_count == 1

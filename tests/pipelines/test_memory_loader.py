@@ -10,8 +10,9 @@ from torchvision.transforms.v2 import functional as TF
 from fastssl.data.layout import scan
 from fastssl.pipelines import resolve_loader
 from fastssl.pipelines.background import BgOptions
-from fastssl.pipelines.memory import MemoryTrainLoader, augment, crop_boxes
+from fastssl.pipelines.memory import augment, crop_boxes
 from fastssl.pipelines.views import MEAN, STD, ViewSpec, view_specs
+from tests.helpers import make_loader
 from tests.pipelines.conftest import HAS_DALI
 
 # every random op off: the view is the image itself (normalised)
@@ -86,18 +87,18 @@ def test_loader_determinism_shards_and_views(shapes_dir):
     index = scan(shapes_dir)
     specs = view_specs("swav", crop_size=24, global_crops=2, global_scale=(0.14, 1.0),
                        local_crops=2, local_crop_size=12)
-    loader = MemoryTrainLoader(index.train, specs, batch_size=8, workers=2, seed=3)
+    loader = make_loader("memory", index.train, specs, batch_size=8, workers=2, seed=3)
     assert len(loader) == 10 and loader.corrupt_count == 0
-    batches = list(loader.epoch(1))
+    batches = [(b["views"], b["labels"]) for b in loader.epoch(1)]
     views, labels = batches[0]
     assert [tuple(v.shape) for v in views] == [(8, 3, 24, 24)] * 2 + [(8, 3, 12, 12)] * 2
-    resumed = next(loader.epoch(1, start_batch=4))
-    for a, b in zip(batches[4][0], resumed[0], strict=True):
+    resumed = next(loader.epoch(1, start_batch=4))["views"]
+    for a, b in zip(batches[4][0], resumed, strict=True):
         torch.testing.assert_close(a, b)
     assert not torch.equal(views[0], views[1])  # two different views of the same images
-    shards = [MemoryTrainLoader(index.train, specs, batch_size=4, workers=1, seed=3, rank=r,
+    shards = [make_loader("memory", index.train, specs, batch_size=4, workers=1, seed=3, rank=r,
                                 world=2) for r in range(2)]
-    seen = [y for s in shards for _, ys in s.epoch(1) for y in ys.tolist()]
+    seen = [y for s in shards for b in s.epoch(1) for y in b["labels"].tolist()]
     assert sorted(seen) == sorted(y for _, ys in batches for y in ys.tolist())
 
 
@@ -109,7 +110,7 @@ def test_corrupt_file_is_counted_and_replaced(tmp_path, shapes_dir, caplog):
     index = scan(root)
     bad = index.train.paths[5]
     bad.write_bytes(bad.read_bytes()[:40])
-    loader = MemoryTrainLoader(index.train, [IDENTITY], batch_size=8, workers=1, seed=0)
+    loader = make_loader("memory", index.train, [IDENTITY], batch_size=8, workers=1, seed=0)
     assert loader.corrupt_count == 1 and str(bad) in caplog.text
     assert len(loader.images) == len(index.train)
 
@@ -120,16 +121,16 @@ def test_unsupported_options_and_mixed_sizes_are_errors(tmp_path, shapes_dir):
     index = scan(shapes_dir)
     strong = view_specs("strong", crop_size=16, global_crops=1, global_scale=(0.2, 1.0))
     with pytest.raises(ValueError, match="RandAugment"):
-        MemoryTrainLoader(index.train, strong, batch_size=8, workers=1, seed=0)
+        make_loader("memory", index.train, strong, batch_size=8, workers=1, seed=0)
     with pytest.raises(ValueError, match="bg_mode=rm"):
-        MemoryTrainLoader(index.train, [IDENTITY], batch_size=8, workers=1, seed=0,
+        make_loader("memory", index.train, [IDENTITY], batch_size=8, workers=1, seed=0,
                           bg=BgOptions("rm"))
     odd = tmp_path / "odd"
     for split, size in (("train", 16), ("train", 20), ("val", 16)):
         (odd / split / "a").mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (size, size)).save(odd / split / "a" / f"{size}.png")
     with pytest.raises(ValueError, match="one size"):
-        MemoryTrainLoader(scan(odd).train, [IDENTITY], batch_size=1, workers=1, seed=0)
+        make_loader("memory", scan(odd).train, [IDENTITY], batch_size=1, workers=1, seed=0)
     assert resolve_loader("auto", "cpu", scan(odd).train, [IDENTITY]) == "torch"
 
 

@@ -1,0 +1,31 @@
+"""The named inputs of one training step: what loaders produce and methods consume.
+
+A method declares the names it needs (``Method.inputs``); a loader says which it provides
+(``LoaderSpec.provides``); the loop checks one against the other before training. New modalities
+(video clips, optical flow, audio spectrograms) are new names here, not new loop code.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import torch
+
+
+class Batch(TypedDict, total=False):
+    views: list[torch.Tensor]  # image views (B, 3, H, W), global crops first
+    labels: torch.Tensor  # (B,) class indices, used only for evaluation
+    bg_positive: torch.Tensor  # BG_Swaps: the anchor's foreground on another background
+    bg_negative: torch.Tensor  # BG_Swaps: another foreground on the anchor's background
+
+
+def to_device(batch: Batch, device: torch.device,
+              memory_format: torch.memory_format = torch.preserve_format) -> Batch:
+    """Every image tensor of ``batch`` on ``device`` (non-blocking) in ``memory_format``."""
+    def move(x: torch.Tensor) -> torch.Tensor:
+        fmt = memory_format if x.ndim == 4 else torch.preserve_format
+        return x.to(device, non_blocking=True, memory_format=fmt)
+
+    out: dict = {k: [move(x) for x in v] if isinstance(v, list) else move(v)
+                 for k, v in batch.items()}
+    return Batch(**out)

@@ -17,11 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fastssl train --out runs/demo
 
-test: $(STAMP)
+# lint first: a ruff or mypy finding in fastssl/ fails the test run
+test: lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -24,11 +24,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fastssl.config import parse_overrides, resolve
-from fastssl.data.layout import scan
-from fastssl.data.synth import default_dataset
+from fastssl.config import parse_overrides
+from fastssl.data import dataset_index
 from fastssl.eval.features import extract
-from fastssl.methods import METHODS, build_method
+from fastssl.methods import METHODS, MethodContext, build_method, resolve_config
 from fastssl.pipelines.torch_loader import eval_loader
 from fastssl.profiling.host import machine_line
 from fastssl.train import train
@@ -94,11 +93,12 @@ PER_METHOD: dict[str, dict] = {
 @torch.no_grad()
 def embedding_std(out: Path, cfg) -> float:
     """Mean over dimensions of the std of L2-normalised backbone features on the val split."""
-    model = build_method(cfg)
+    model = build_method(cfg, MethodContext.from_config(cfg, steps_per_epoch=1,
+                                                        inputs={"views", "labels"}))
     state = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     model.eval()
-    index = scan(cfg.data or default_dataset())
+    index = dataset_index(cfg.data)
     feats, _ = extract(model.embed, eval_loader(index.val, cfg.crop_size, workers=cfg.workers),
                        torch.device("cpu"))
     return F.normalize(feats, dim=1).std(dim=0).mean().item()
@@ -107,7 +107,7 @@ def embedding_std(out: Path, cfg) -> float:
 def run_one(method: str, root: Path, extra: dict) -> dict:
     overrides = {**COMMON, **PER_METHOD[method], "method": method, "out": str(root / method),
                  **extra}
-    cfg = resolve(None, overrides)
+    cfg = resolve_config(None, overrides)
     t0 = time.time()
     result = train(cfg)
     seconds = time.time() - t0
@@ -168,7 +168,7 @@ def main() -> None:
         if m not in METHODS:
             p.error(f"unknown method {m}")
     rows = [run_one(m, Path(args.out), extra) for m in methods]
-    cfg = resolve(None, {**COMMON, **extra})
+    cfg = resolve_config(None, {**COMMON, **extra})
     device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())\
         else "cpu"
     results = Path(args.results or f"benchmarks/results/learning-{device}.md")

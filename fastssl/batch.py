@@ -7,7 +7,7 @@ A method declares the names it needs (``Method.inputs``); a loader says which it
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import torch
 
@@ -26,6 +26,6 @@ def to_device(batch: Batch, device: torch.device,
         fmt = memory_format if x.ndim == 4 else torch.preserve_format
         return x.to(device, non_blocking=True, memory_format=fmt)
 
-    out: dict = {k: [move(x) for x in v] if isinstance(v, list) else move(v)
-                 for k, v in batch.items()}
-    return Batch(**out)
+    out = {k: [move(x) for x in v] if isinstance(v, list) else move(cast(torch.Tensor, v))
+           for k, v in batch.items()}
+    return cast(Batch, out)

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 import yaml
 
@@ -203,14 +203,6 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     return data
 
 
-class MethodDefaults(Protocol):
-    """What the config needs of a method: its ``Args`` dataclass and its overrides of general
-    defaults (the method classes in ``fastssl.methods`` satisfy it)."""
-
-    Args: ClassVar[type]
-    config_defaults: ClassVar[dict[str, Any]]
-
-
 def unknown_key(key: str, known: Iterable[str], where: str) -> ConfigError:
     """The one-line error for an unknown key, with a suggestion when one is close."""
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
@@ -219,9 +211,10 @@ def unknown_key(key: str, known: Iterable[str], where: str) -> ConfigError:
 
 
 def resolve(preset: dict[str, Any] | None, overrides: dict[str, Any] | None,
-            methods: Mapping[str, MethodDefaults]) -> Config:
+            methods: Mapping[str, Any]) -> Config:
     """Build the typed config for a run (see the module docstring for the order); ``methods``
-    maps method names to their classes (``fastssl.methods.METHODS``)."""
+    maps method names to their classes (``fastssl.methods.METHODS``): the config reads their
+    ``Args`` dataclass and ``config_defaults``."""
     layers = [preset or {}, overrides or {}]
     method = Config.method
     for layer in layers:
@@ -256,7 +249,7 @@ def help_text(args_cls: type | None = None, method: str = "",
     default (the method's ``defaults`` first) and the description given with the field."""
     firsts = dict((first, title) for title, first in GROUPS)
     lines: list[str] = []
-    sections = [(Config, firsts)]
+    sections: list[tuple[type, dict[str, str]]] = [(Config, firsts)]
     if args_cls is not None and dataclasses.fields(args_cls):
         sections.append((args_cls, {dataclasses.fields(args_cls)[0].name:
                                     f"method '{method}'"}))
@@ -303,6 +296,6 @@ def save(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def from_dict(d: dict[str, Any], methods: Mapping[str, MethodDefaults]) -> Config:
+def from_dict(d: dict[str, Any], methods: Mapping[str, Any]) -> Config:
     """Rebuild a config saved with ``to_dict`` (e.g. from a checkpoint)."""
     return resolve(d, None, methods)

@@ -25,21 +25,24 @@ import logging
 import sys
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from fastssl.batch import Batch
 from fastssl.config import Config, ConfigError, coerce, load_preset, parse_overrides
 from fastssl.methods import options_help, resolve_config
-from fastssl.pipelines import TrainLoader, build_train_loader
+from fastssl.pipelines import available_loaders, build_train_loader
 from fastssl.profiling import host, measure, operators, report
 from fastssl.train import Run, setup
 
 log = logging.getLogger("fastssl.profile")
 
 HELP = """usage: fastssl profile [train options] [--repeats N] [--warmup N] [--steps N]
-                       [--compile auto|on|off|both] [--sweep] [--budget SECONDS]
+                       [--compile auto|on|off|both] [--sweep [workers|loaders|all]]
+                       [--budget SECONDS]
                        [--json OUT.json] [--plot OUT.png] [--trace DIR]
 
 Measures the loader alone, the training step alone (synthetic batches already on the device)
@@ -52,7 +55,10 @@ by how much, and what to change. Train options (--method, --data, --loader, --wo
   --warmup N       batches / steps run untimed before the windows (default 2)
   --steps N        at most N batches / steps per window (default 20; --budget may cut it)
   --compile both   time the step eager and compiled; the faster one runs end to end
-  --sweep          loader throughput against workers (DALI: threads) 1, 2, 4, ... cores
+  --sweep [workers|loaders|all]
+                   workers (a bare --sweep): loader throughput against workers (DALI: threads)
+                   1, 2, 4, ... cores; loaders: end to end with every available loader (also
+                   done unasked when the loader may be what limits the run)
   --budget S       seconds the measurements aim for: windows and repeats are cut to fit
                    (at least one of each; default 60)
   --json OUT.json  every number (schema: docs/profile.md)
@@ -67,7 +73,7 @@ class Options:
     warmup: int = 2
     steps: int = 20
     compile: str = "auto"  # auto | on | off: as the run; both: eager and compiled
-    sweep: bool = False
+    sweep: str = ""  # workers | loaders | all (a bare --sweep: workers)
     budget: float = 60.0
     json: str = ""
     plot: str = ""
@@ -94,28 +100,39 @@ def parse(tokens: list[str]) -> tuple[Options, Config]:
     cfg = resolve_config(preset, overrides)
     if opts.compile != "both":
         opts.compile = cfg.compile
+    opts.sweep = {"true": "workers"}.get(opts.sweep, opts.sweep)
+    if opts.sweep not in ("", "workers", "loaders", "all"):
+        raise ConfigError(f"profile option '--sweep': {opts.sweep!r} is not one of workers, "
+                          "loaders, all")
     return opts, cfg
 
 
-def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
-    """Every measurement, the verdict and suggestions, as the ``--json`` document."""
-    cfg, device = run.cfg, run.device
-    t_start = time.perf_counter()
-    created = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    name = run.loader_name
-    specs = run.loader.spec.views
-    counter = measure.StepCounter()
-    n = dict(warmup=opts.warmup, steps=opts.steps, repeats=opts.repeats)
+@dataclass
+class Budget:
+    """Seconds per timed window and deadlines, as shares of ``--budget``."""
 
-    def window(share: float) -> float:  # seconds per timed window for a phase's budget share
-        return opts.budget * share / opts.repeats
+    opts: Options
+    start: float = dataclasses.field(default_factory=time.perf_counter)
 
-    def deadline(share: float) -> float:  # repeats stop after this (cumulative) budget share
-        return t_start + opts.budget * share
+    def window(self, share: float) -> float:  # seconds per timed window for a phase's share
+        return self.opts.budget * share / self.opts.repeats
 
+    def deadline(self, share: float) -> float:  # repeats stop after this cumulative share
+        return self.start + self.opts.budget * share
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"warmup": self.opts.warmup, "steps": self.opts.steps,
+                "repeats": self.opts.repeats}
+
+
+def loader_phase(run: Run, budget: Budget, say: Callable[[str], None]) -> tuple[dict, Batch]:
+    """The loader alone, its per-operator costs and DALI's executor statistics."""
+    cfg, device, name, specs = run.cfg, run.device, run.loader_name, run.loader.spec.views
     say(f"loader alone ({name}, {cfg.workers} workers)")
-    loader, sample = measure.time_loader(run.loader, device, **n, window_s=window(0.25),
-                                 deadline=deadline(0.3))
+    loader, sample = measure.time_loader(run.loader, device, **budget.counts,
+                                         window_s=budget.window(0.25),
+                                         deadline=budget.deadline(0.3))
     loader.update(name=name, workers=cfg.workers, batch_size=cfg.batch_size // run.world,
                   batches_per_epoch=len(run.loader), operators=None,
                   dali_executor_statistics=None)
@@ -124,12 +141,20 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
         if name == "torch":
             loader["operators"] = operators.torch_operator_costs(run.index.train.paths, specs)
         elif name == "dali":  # (memory: whole-batch tensor ops, timed as 'loader alone')
-            loader["operators"] = operators.dali_operator_costs(
+            from fastssl.profiling.dali_ops import dali_operator_costs  # DALI: optional
+
+            loader["operators"] = dali_operator_costs(
                 run.index.train.paths, specs, device.type, device_index=device.index or 0)
             loader["dali_executor_statistics"] = operators.dali_executor_statistics(run.loader)
     except Exception as e:  # noqa: BLE001 - a breakdown failing must not lose the profile
         log.warning("per-operator breakdown failed: %s", e)
+    return loader, sample
 
+
+def step_phase(run: Run, opts: Options, budget: Budget, sample: Batch,
+               counter: measure.StepCounter, say: Callable[[str], None]) -> tuple[list, int, Run]:
+    """The step alone (eager and / or compiled); returns the variants, the index of the faster
+    one and the run that uses it."""
     eager = getattr(run.forward, "_orig_mod", run.forward)  # torch.compile keeps the original
     if opts.compile == "both":
         forwards = [(False, eager), (True, torch.compile(eager))]
@@ -138,48 +163,77 @@ def profile(run: Run, opts: Options, say=lambda msg: None) -> dict:
     variants = []
     for compiled, forward in forwards:
         say(f"step alone ({'compiled' if compiled else 'eager'})")
-        m = measure.time_step(measure.with_forward(run, forward), sample, counter, **n,
-                              window_s=window(0.25 / len(forwards)), deadline=deadline(0.6),
-                              compiled=compiled)
+        m = measure.time_step(measure.with_forward(run, forward), sample, counter,
+                              **budget.counts, window_s=budget.window(0.25 / len(forwards)),
+                              deadline=budget.deadline(0.6), compiled=compiled)
         variants.append({"compiled": compiled, **m})
-    del sample
     used = max(range(len(variants)), key=lambda i: variants[i]["images_per_s"]["median"])
-    run_used = measure.with_forward(run, forwards[used][1])
+    return variants, used, measure.with_forward(run, forwards[used][1])
+
+
+def compare_loaders(run: Run, budget: Budget, counter: measure.StepCounter,
+                    say: Callable[[str], None]) -> list[dict]:
+    """End-to-end img/s of every other available loader on the same views (a few steps each)."""
+    others = [n for n in available_loaders(run.loader.spec) if n != run.loader_name]
+    say(f"end to end with the other loaders ({', '.join(others)})")
+    rows = []
+    for name in others:
+        loader = build_train_loader(name, run.loader.spec)
+        m = measure.end_to_end(dataclasses.replace(run, loader=loader, loader_name=name),
+                               counter, warmup=budget.opts.warmup, steps=budget.opts.steps,
+                               repeats=1, window_s=budget.window(0.2) * budget.opts.repeats
+                               / max(1, len(others)))
+        rows.append({"name": name, "end_to_end_images_per_s": m["images_per_s"]["median"],
+                     "wait_fraction": m["wait_fraction"]["median"]})
+        del loader
+    return rows
+
+
+def profile(run: Run, opts: Options, say: Callable[[str], None] = lambda msg: None) -> dict:
+    """Every measurement, the verdict and suggestions, as the ``--json`` document."""
+    cfg, device = run.cfg, run.device
+    budget = Budget(opts)
+    created = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    counter = measure.StepCounter()
+    loader, sample = loader_phase(run, budget, say)
+    variants, used, run_used = step_phase(run, opts, budget, sample, counter, say)
+    del sample
 
     say("end to end")
     with host.HostSampler(device) as sampler:
-        e2e = measure.end_to_end(run_used, counter, **n, window_s=window(0.35),
-                                 deadline=deadline(0.95))
+        e2e = measure.end_to_end(run_used, counter, **budget.counts,
+                                 window_s=budget.window(0.35), deadline=budget.deadline(0.95))
     e2e.update(sampler.result())
+    verdict = report.verdict(loader["images_per_s"]["median"],
+                             variants[used]["images_per_s"]["median"],
+                             e2e["images_per_s"]["median"], e2e["wait_fraction"]["median"])
 
     sweep = None
-    if opts.sweep:
+    if opts.sweep in ("workers", "all"):
         counts = measure.worker_counts(host.cores_available())
         say(f"sweep over {counts}")
-
-        def make_loader(workers: int) -> TrainLoader:
-            return build_train_loader(name, dataclasses.replace(run.loader.spec, workers=workers))
-
-        sweep = measure.sweep(make_loader, device, counts, warmup=opts.warmup, steps=opts.steps,
-                              window_s=window(0.25))
+        sweep = measure.sweep(
+            lambda w: build_train_loader(run.loader_name,
+                                         dataclasses.replace(run.loader.spec, workers=w)),
+            device, counts, warmup=opts.warmup, steps=opts.steps, window_s=budget.window(0.25))
+    loaders = None
+    if opts.sweep in ("loaders", "all") or report.loader_may_matter(verdict, device.type):
+        loaders = compare_loaders(run_used, budget, counter, say)
     trace = None
     if opts.trace:
         say("trace")
         trace = measure.trace(run_used, counter, opts.trace)
 
     r = {
-        "schema_version": 1, "created": created, "config": cfg.to_dict(),
+        "schema_version": 2, "created": created, "config": cfg.to_dict(),
         "options": {"repeats": opts.repeats, "warmup": opts.warmup, "steps": opts.steps,
                     "compile": opts.compile, "sweep": opts.sweep, "budget_s": opts.budget},
         "host": host.describe(device), "loader": loader,
         "step": {"variants": variants, "used": used}, "end_to_end": e2e, "sweep": sweep,
-        "trace": trace,
+        "loaders": loaders, "trace": trace, "verdict": verdict,
     }
-    r["verdict"] = report.verdict(loader["images_per_s"]["median"],
-                                  variants[used]["images_per_s"]["median"],
-                                  e2e["images_per_s"]["median"], e2e["wait_fraction"]["median"])
     r["suggestions"] = report.suggestions(r)
-    r["elapsed_s"] = time.perf_counter() - t_start
+    r["elapsed_s"] = time.perf_counter() - budget.start
     return r
 
 

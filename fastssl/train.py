@@ -94,7 +94,7 @@ def configure_backends(cfg: Config, device: torch.device) -> None:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         # oneDNN picks convolution kernels by buffer alignment: reproducible reruns need it off
-        torch.backends.mkldnn.enabled = False
+        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a flag in torch
 
 
 def loader_spec(cfg: Config, index: DatasetIndex, device: torch.device, rank: int,
@@ -127,7 +127,8 @@ def setup(cfg: Config, *, loader_stats: bool = False) -> Run:
     model = build_method(cfg, ctx)
     if cfg.sync_bn and ddp:  # torch's SyncBatchNorm on CUDA, a global-statistics BN on gloo/CPU
         model = convert_sync_batchnorm(model, device)
-    model.to(device, memory_format=torch.channels_last if cfg.channels_last
+    # (torch's stub of Module.to lacks memory_format)
+    model.to(device, memory_format=torch.channels_last if cfg.channels_last  # type: ignore[call-overload]
              else torch.preserve_format)
     optimizer = build_optimizer(model.param_groups(cfg), cfg)
 

@@ -82,7 +82,7 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
     of nearby colours. Returns the background (H, W, 3 float) and its base colour."""
     base = rng.uniform(40, 215, 3)
     field = np.clip(base + rng.uniform(-BG_CONTRAST, BG_CONTRAST, (3, 3, 3)), 0, 255)
-    bg = Image.fromarray(field.astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    bg = Image.fromarray(field.astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(bg)
     for _ in range(CLUTTER_LINES):
         colour = np.clip(base + rng.uniform(-BG_CONTRAST, BG_CONTRAST, 3), 0, 255)
@@ -101,7 +101,8 @@ def render_shape(rng: np.random.Generator, label: int, size: int) -> tuple[np.nd
     cx, cy = rng.uniform(r * 0.85, big - r * 0.85, 2)
     mask_img = Image.new("L", (big, big), 0)
     _draw_shape(ImageDraw.Draw(mask_img), SHAPES[label], cx, cy, r, rng.uniform(0, 2 * math.pi))
-    alpha = np.asarray(mask_img.resize((size, size), Image.BOX), dtype=np.float32) / 255.0
+    alpha = np.asarray(mask_img.resize((size, size), Image.Resampling.BOX),
+                       dtype=np.float32) / 255.0
     mask = np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
     background, base = _background(rng, size)
     fg = _hsv_colour(rng, (0.3, 1.0), (0.1, 1.0))
@@ -148,7 +149,7 @@ def synth_digits(out: str | Path, *, size: int = 32, val_fraction: float = 0.2,
     for rank, idx in enumerate(order):
         split = "val" if rank < n_val else "train"
         grey = (digits.images[idx] / 16.0 * 255).astype(np.uint8)
-        img = Image.fromarray(grey).resize((size, size), Image.BICUBIC).convert("RGB")
+        img = Image.fromarray(grey).resize((size, size), Image.Resampling.BICUBIC).convert("RGB")
         _write(out, split, str(digits.target[idx]), f"digit_{idx:04d}", np.asarray(img), None)
     return out
 

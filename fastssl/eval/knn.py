@@ -24,5 +24,5 @@ def knn_top1(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: 
         weights = (sim / temperature).exp()
         votes = torch.zeros(q.shape[0], n_classes, device=q.device)
         votes.scatter_add_(1, train_labels[idx], weights)
-        correct += (votes.argmax(1) == test_labels[start:start + chunk]).sum().item()
+        correct += int((votes.argmax(1) == test_labels[start:start + chunk]).sum())
     return 100.0 * correct / test_feats.shape[0]

@@ -110,7 +110,8 @@ class Method(nn.Module):
 def split_decay(named_params: Iterable[tuple[str, nn.Parameter]],
                 **group_options: Any) -> list[dict[str, Any]]:
     """Two groups: weights (decay, LARS) and biases / norm parameters (``exclude=True``)."""
-    regular, excluded = [], []
+    regular: list[nn.Parameter] = []
+    excluded: list[nn.Parameter] = []
     for _, p in named_params:
         if p.requires_grad:
             (excluded if p.ndim <= 1 else regular).append(p)

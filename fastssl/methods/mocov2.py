@@ -63,6 +63,8 @@ class MoCoV2(Method):
     name = "mocov2"
     views = "mocov2"
     Args = MoCoV2Args
+    queue: torch.Tensor
+    queue_ptr: torch.Tensor
 
     def __init__(self, args: MoCoV2Args, ctx: MethodContext) -> None:
         super().__init__(args, ctx)

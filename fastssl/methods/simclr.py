@@ -64,7 +64,7 @@ class SimCLR(Method):
         """Backbone + the first ``head_layers`` head layers (Linear-BN-ReLU each; default
         ``embed_head_layers``): the network SimCLR v2 fine-tunes (``head_layers=1``)."""
         k = self.embed_head_layers if head_layers is None else head_layers
-        return nn.Sequential(self.backbone, *self.projector[: 3 * k])
+        return nn.Sequential(self.backbone, *list(self.projector)[: 3 * k])
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:

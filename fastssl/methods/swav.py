@@ -51,6 +51,7 @@ class SwAV(Method):
     views = "swav"
     Args = SwAVArgs
     config_defaults = {"local_crops": 2}  # multi-crop on by default (paper: 2 global + 6 local)
+    queue: torch.Tensor
 
     def __init__(self, args: SwAVArgs, ctx: MethodContext) -> None:
         super().__init__(args, ctx)

@@ -19,8 +19,8 @@ def momentum_copy(online: nn.Module) -> nn.Module:
 @torch.no_grad()
 def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """target = momentum * target + (1 - momentum) * online, in place, without allocating."""
-    t_params = list(target.parameters())
-    o_params = list(online.parameters())
+    t_params: list[torch.Tensor] = list(target.parameters())
+    o_params: list[torch.Tensor] = list(online.parameters())
     torch._foreach_lerp_(t_params, o_params, 1.0 - momentum)
     for tb, ob in zip(target.buffers(), online.buffers(), strict=True):
         tb.copy_(ob)

@@ -10,10 +10,14 @@ the unbiased global variance, as SyncBatchNorm does.
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 import torch
 from torch import nn
 
 from fastssl.distributed import gather_with_grad, is_distributed, world_size
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -38,6 +42,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         g_mean = (counts * stats[:, :c]).sum(0) / total
         g_var = (counts * (stats[:, c:2 * c] + (stats[:, :c] - g_mean).pow(2))).sum(0) / total
         if self.track_running_stats:
+            assert self.num_batches_tracked is not None and self.running_mean is not None \
+                and self.running_var is not None  # track_running_stats allocates them
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 f = (1.0 / self.num_batches_tracked.item() if self.momentum is None
@@ -72,8 +78,7 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
     return out
 
 
-def convert_sync_batchnorm(module: nn.Module,
-                           device: torch.device | str | None = None) -> nn.Module:
+def convert_sync_batchnorm(module: M, device: torch.device | str | None = None) -> M:
     """Replace every BatchNorm layer with one using global-batch statistics.
 
     CUDA (``device`` or, when not given, the device of the module's first parameter):
@@ -85,6 +90,6 @@ def convert_sync_batchnorm(module: nn.Module,
         p = next(module.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
     if torch.device(device).type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    return _convert_cpu(module)
+        return cast(M, nn.SyncBatchNorm.convert_sync_batchnorm(module))
+    return cast(M, _convert_cpu(module))
 

@@ -19,7 +19,8 @@ from fastssl.pipelines.memory import MemoryTrainLoader, check_specs
 from fastssl.pipelines.torch_loader import TorchTrainLoader
 from fastssl.pipelines.views import ViewSpec
 
-__all__ = ["LoaderSpec", "TrainLoader", "build_train_loader", "dali_available", "resolve_loader"]
+__all__ = ["LoaderSpec", "TrainLoader", "available_loaders", "build_train_loader",
+           "dali_available", "resolve_loader"]
 
 # ``auto`` on the CPU decodes sets up to this size into memory (the embedded sets are ~60 MiB)
 MEMORY_AUTO_BYTES = 2 * 2**30
@@ -59,6 +60,12 @@ def resolve_loader(name: str, device_type: str, split: Split, specs: Sequence[Vi
     if device_type == "cuda" and dali_available():
         return "dali"
     return "memory" if _memory_fits(split, specs, bg) else "torch"
+
+
+def available_loaders(spec: LoaderSpec) -> list[str]:
+    """The loaders that can make ``spec``'s batches on this machine."""
+    names = ["memory"] if _memory_fits(spec.split, spec.views, spec.bg) else []
+    return names + ["torch"] + (["dali"] if dali_available() else [])
 
 
 def build_train_loader(name: str, spec: LoaderSpec, *, stats: bool = False) -> TrainLoader:

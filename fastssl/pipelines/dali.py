@@ -94,7 +94,7 @@ def ssl_pipeline(files: list[str], labels: list[int], specs: Sequence[ViewSpec],
                  mask_files: list[str] | None = None, bank: list[str] | None = None):
     """Reader -> decode once -> (background) -> one ``augment_view`` per crop; outputs
     ``view0 .. viewN-1, labels``."""
-    shard = dict(shard_id=shard_id, num_shards=num_shards, random_shuffle=False,
+    shard: dict[str, Any] = dict(shard_id=shard_id, num_shards=num_shards, random_shuffle=False,
                  pad_last_batch=True, stick_to_shard=True)
     encoded, label = fn.readers.file(files=files, labels=labels, name=READER, **shard)
     images = A.decode(encoded, device_type)

@@ -107,7 +107,7 @@ class HostSampler:
             self._sample_cpu()
             if self.device.type == "cuda" and i % gpu_every == 0:
                 util, mem = gpu_sample(self.device)
-                if util is not None:
+                if util is not None and mem is not None:
                     self._gpu_util.append(util)
                     self._gpu_mem.append(mem)
             i += 1

@@ -13,8 +13,9 @@ import dataclasses
 import gc
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -34,7 +35,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def batches(loader: TrainLoader, first_epoch: int = 0) -> Iterator[Batch]:
+def batches(loader: TrainLoader, first_epoch: int = 0) -> Generator[Batch, None, None]:
     """Batches forever, epoch after epoch (short data sets end mid-measurement)."""
     epoch = first_epoch
     while True:
@@ -50,7 +51,8 @@ def batches(loader: TrainLoader, first_epoch: int = 0) -> Iterator[Batch]:
 
 
 @contextlib.contextmanager
-def closing_batches(loader: TrainLoader, first_epoch: int = 0) -> Iterator[Iterator[Batch]]:
+def closing_batches(loader: TrainLoader,
+                    first_epoch: int = 0) -> Iterator[Generator[Batch, None, None]]:
     gen = batches(loader, first_epoch)
     try:
         yield gen
@@ -90,15 +92,16 @@ def time_loader(loader: TrainLoader, device: torch.device, *, warmup: int, steps
         while _window(warmup, window_s, t0, 1):
             batch = next(gen)
         # a real batch kept on the device for the step alone (cloned: DALI reuses its buffers)
-        sample = to_device(batch, device)
-        sample = Batch(**{k: [x.clone() for x in v] if isinstance(v, list) else v.clone()
-                          for k, v in sample.items()})
+        sample = cast(Batch, {k: [x.clone() for x in v] if isinstance(v, list)
+                              else cast(torch.Tensor, v).clone()
+                              for k, v in to_device(batch, device).items()})
         shapes, dtype = [list(v.shape) for v in batch["views"]], batch["views"][0].dtype
         for r in range(repeats):
             if _late(deadline, r):
                 break
             sync(device)
-            images, times = 0, []
+            images = 0
+            times: list[float] = []
             t_start = time.perf_counter()
             while _window(steps, window_s, t_start, len(times)):
                 t = time.perf_counter()

@@ -29,7 +29,7 @@ _STAT = _obj({"median": _NUM, "min": _NUM, "max": _NUM,
 _STAT_OR_NULL = {**_STAT, "type": ["object", "null"]}
 
 SCHEMA: dict[str, Any] = _obj({
-    "schema_version": {"type": "integer", "enum": [1]},
+    "schema_version": {"type": "integer", "enum": [2]},
     "created": {"type": "string", "description": "ISO 8601 time the profile started"},
     "elapsed_s": _NUM,
     "config": {"type": "object", "description": "the resolved run config (as config.yaml)"},
@@ -37,7 +37,8 @@ SCHEMA: dict[str, Any] = _obj({
         "repeats": {"type": "integer", "minimum": 1}, "warmup": {"type": "integer", "minimum": 0},
         "steps": {"type": "integer", "minimum": 1},
         "compile": {"type": "string", "enum": ["auto", "on", "off", "both"]},
-        "sweep": {"type": "boolean"}, "budget_s": _NUM}),
+        "sweep": {"type": "string", "enum": ["", "workers", "loaders", "all"]},
+        "budget_s": _NUM}),
     "host": _obj({
         "cpu_cores_available": {"type": "integer"}, "cpu_count": {"type": "integer"},
         "device": {"type": "string"}, "device_name": {"type": "string"},
@@ -81,6 +82,11 @@ SCHEMA: dict[str, Any] = _obj({
     "sweep": {"type": ["array", "null"], "items": _obj({
         "workers": {"type": "integer", "minimum": 1}, "images_per_s": _NUM,
         "first_batch_s": _NUM})},
+    "loaders": {"type": ["array", "null"], "description":
+                "end to end with each other available loader, same views (--sweep loaders, or "
+                "unasked when the loader may limit the run)", "items": _obj({
+                    "name": {"type": "string", "enum": ["memory", "torch", "dali"]},
+                    "end_to_end_images_per_s": _NUM, "wait_fraction": _NUM})},
     "verdict": _obj({
         "bound": {"type": "string", "enum": ["input", "compute", "balanced"]},
         "text": {"type": "string"}, "loader_images_per_s": _NUM, "step_images_per_s": _NUM,
@@ -167,97 +173,155 @@ _OP_ADVICE = {
 }
 
 
+def loader_may_matter(v: dict, device_type: str) -> bool:
+    """Whether another loader may run faster: the loader alone is within 2x of the step, or on
+    the CPU the two compete for the cores (end to end well below both alone)."""
+    L, S, E = v["loader_images_per_s"], v["step_images_per_s"], v["end_to_end_images_per_s"]
+    return L < 2 * S or (device_type == "cpu" and E < 0.8 * min(L, S))
+
+
+def _loader_suggestion(r: dict) -> list[str]:
+    """The fastest other loader when it beats this run end to end by 10% or more."""
+    if not r.get("loaders"):
+        return []
+    best = max(r["loaders"], key=lambda x: x["end_to_end_images_per_s"])
+    E = r["verdict"]["end_to_end_images_per_s"]
+    if best["end_to_end_images_per_s"] < 1.1 * E:
+        return []
+    return [f"use --loader {best['name']}: {best['end_to_end_images_per_s']:,.0f} img/s end to "
+            f"end against {E:,.0f} with --loader {r['loader']['name']} (measured on the same "
+            f"views; fastssl train --loader {best['name']} ...)"]
+
+
 def suggestions(r: dict) -> list[str]:
     """Concrete changes derived from the measured numbers (most useful first)."""
-    out: list[str] = []
-    cfg, host, ld, e2e, v = r["config"], r["host"], r["loader"], r["end_to_end"], r["verdict"]
-    step = r["step"]["variants"][r["step"]["used"]]
-    cores, gpu = host["cpu_cores_available"], host["device"].startswith("cuda")
-    workers, name = ld["workers"], ld["name"]
-    L, S, E = v["loader_images_per_s"], v["step_images_per_s"], v["end_to_end_images_per_s"]
-    unit = "threads" if name == "dali" else "workers"
+    v = r["verdict"]
+    out: list[str] = _loader_suggestion(r)
     if v["bound"] in ("input", "balanced"):
-        if name == "torch" and gpu:
-            out.append(f"switch to the DALI GPU loader (--loader dali): decoding and augmentation "
-                       f"move from {workers} CPU workers to the GPU")
-        elif name == "torch" and host["dali"]:
-            out.append("try --loader dali: DALI's CPU pipeline is usually faster than torchvision "
-                       "workers, and on a GPU machine its GPU operators take the work off the CPU")
-        elif name == "dali" and not gpu:
-            out.append("DALI runs on the CPU here; on a GPU machine its mixed decoder and GPU "
-                       "operators take the augmentation off the CPU")
-        if r["sweep"]:
-            best = max(r["sweep"], key=lambda p: p["images_per_s"])
-            if best["workers"] != workers and best["images_per_s"] > 1.1 * L:
-                out.append(f"raise --workers to {best['workers']}: the sweep measured "
-                           f"{best['images_per_s']:,.0f} img/s against {L:,.0f} with {workers}")
-        elif workers < cores:
-            out.append(f"raise --workers (now {workers} {unit}, {cores} cores available); "
-                       "--sweep measures the loader at each count")
-        if workers >= cores:
-            out.append(f"the loader already has {workers} {unit} for {cores} cores: more only "
-                       "helps with more cores; cut per-sample work instead")
-        views = cfg.get("global_crops", 2) + cfg.get("local_crops", 0)
-        if cfg.get("local_crops", 0) > 0:
-            fewer = cfg["local_crops"] // 2
-            out.append(f"lower the crop count: each sample makes {views} views; --local_crops "
-                       f"{fewer} makes {views - cfg['local_crops'] + fewer}")
-        ops = ld.get("operators") or []
-        if ops and ops[0]["share"] >= 0.25:
-            op = ops[0]
-            advice = _OP_ADVICE.get(op["name"], "it is the operator to move to the GPU (DALI)")
-            out.append(f"{op['name']} takes {op['share']:.0%} of the loader's per-sample CPU time "
-                       f"({op['ms_per_sample']:.2f} ms/sample): {advice}")
-        epoch_s = ld["batches_per_epoch"] * ld["batch_size"] / E
-        first = ld["first_batch_s"]["median"]
-        if first > 0.05 * epoch_s:
-            out.append(f"each epoch pays {first:.1f} s to start the loader ({first / epoch_s:.0%} "
-                       f"of a {epoch_s:.0f} s epoch): keep workers alive across epochs "
-                       "(persistent workers) or use longer epochs")
+        out += _input_suggestions(r)
     if v["bound"] == "compute" and v["wait_fraction"] >= SOME_WAIT:
-        why = ("with --workers 0 every batch is loaded in the training process, between steps"
-               if workers == 0 and name == "torch" else
-               "start-up at epoch boundaries or uneven batches")
-        out.append(f"the step still waits for input {v['wait_fraction']:.0%} of the time: {why}"
-                   + ("; --workers 1 or more overlaps loading with the step"
-                      if workers == 0 and name == "torch" else ""))
+        out += _waiting_suggestions(r)
     if v["bound"] in ("compute", "balanced"):
-        variants = r["step"]["variants"]
-        if len(variants) == 2:
-            eager, comp = variants
-            gain = comp["images_per_s"]["median"] / eager["images_per_s"]["median"]
-            if gain > 1.1:
-                out.append(f"use --compile on: the compiled step is {gain:.2f}x faster (after a "
-                           f"one-off {comp['first_step_s'] or 0:.0f} s compilation)")
-            elif gain < 0.9:
-                out.append(f"use --compile off: the compiled step is {1 / gain:.2f}x slower here")
-        elif not step["compiled"]:
-            out.append("try --compile on (--compile both measures the compiled step)")
-        total = host["gpu_memory_total_bytes"]
-        if gpu and step["peak_memory_bytes"] and total and step["peak_memory_bytes"] < total / 2:
-            peak = step["peak_memory_bytes"] / 2**30
-            out.append(f"raise --batch_size: the step peaks at {peak:.1f} GiB of "
-                       f"{total / 2**30:.0f} GiB")
-        util = e2e.get("gpu_utilisation_percent")
-        if gpu and util is not None and util < 70 and v["bound"] == "compute":
-            out.append(f"GPU utilisation is only {util:.0f}% although the loader keeps up: the "
-                       "step is launch-bound; a larger --batch_size or --compile on helps")
-        if not gpu:
-            out.append("the step runs on the CPU: a GPU, a smaller --backbone or --crop_size are "
-                       "the ways to more img/s")
-        if v["bound"] == "compute" and L / S > 2 and workers > 1:
-            fewer = max(1, math.ceil(workers * MARGIN * S / L))
-            if fewer < workers:
-                out.append(f"the loader has {L / S:.1f}x headroom: --workers {fewer} would keep up "
-                           f"and free {unit} for other work")
-    if not gpu and E < 0.8 * min(L, S):
-        used, busy = e2e.get("cpu_cores_used"), e2e.get("system_cpu_cores_busy")
-        out.append(f"end to end ({E:,.0f} img/s) is well below both the loader ({L:,.0f}) and "
-                   f"the step ({S:,.0f}) alone: they compete for {cores} CPU cores"
-                   + (f" (this run used {used:.1f}" if used is not None else "")
-                   + (f", the machine {busy:.1f})" if busy is not None and used is not None
-                      else ")" if used is not None else ""))
+        out += _compute_suggestions(r)
+    out += _contention_suggestions(r)
     return out
+
+
+def _context(r: dict) -> tuple[dict, bool, int, int, str, str]:
+    """The verdict, whether a GPU ran the step, cores, workers, loader name and worker unit."""
+    host, ld = r["host"], r["loader"]
+    name = ld["name"]
+    return (r["verdict"], host["device"].startswith("cuda"), host["cpu_cores_available"],
+            ld["workers"], name, "threads" if name == "dali" else "workers")
+
+
+def _input_suggestions(r: dict) -> list[str]:
+    """The loader cannot keep up: a faster loader, more workers, less per-sample work."""
+    out: list[str] = []
+    v, gpu, cores, workers, name, unit = _context(r)
+    cfg, host, ld = r["config"], r["host"], r["loader"]
+    L, E = v["loader_images_per_s"], v["end_to_end_images_per_s"]
+    if name == "torch" and gpu:
+        out.append(f"switch to the DALI GPU loader (--loader dali): decoding and augmentation "
+                   f"move from {workers} CPU workers to the GPU")
+    elif name == "torch" and host["dali"]:
+        out.append("try --loader dali: DALI's CPU pipeline is usually faster than torchvision "
+                   "workers, and on a GPU machine its GPU operators take the work off the CPU")
+    elif name == "dali" and not gpu:
+        out.append("DALI runs on the CPU here; on a GPU machine its mixed decoder and GPU "
+                   "operators take the augmentation off the CPU")
+    if r["sweep"]:
+        best = max(r["sweep"], key=lambda p: p["images_per_s"])
+        if best["workers"] != workers and best["images_per_s"] > 1.1 * L:
+            out.append(f"raise --workers to {best['workers']}: the sweep measured "
+                       f"{best['images_per_s']:,.0f} img/s against {L:,.0f} with {workers}")
+    elif workers < cores:
+        out.append(f"raise --workers (now {workers} {unit}, {cores} cores available); "
+                   "--sweep measures the loader at each count")
+    if workers >= cores:
+        out.append(f"the loader already has {workers} {unit} for {cores} cores: more only "
+                   "helps with more cores; cut per-sample work instead")
+    views = cfg.get("global_crops", 2) + cfg.get("local_crops", 0)
+    if cfg.get("local_crops", 0) > 0:
+        fewer = cfg["local_crops"] // 2
+        out.append(f"lower the crop count: each sample makes {views} views; --local_crops "
+                   f"{fewer} makes {views - cfg['local_crops'] + fewer}")
+    ops = ld.get("operators") or []
+    if ops and ops[0]["share"] >= 0.25:
+        op = ops[0]
+        advice = _OP_ADVICE.get(op["name"], "it is the operator to move to the GPU (DALI)")
+        out.append(f"{op['name']} takes {op['share']:.0%} of the loader's per-sample CPU time "
+                   f"({op['ms_per_sample']:.2f} ms/sample): {advice}")
+    epoch_s = ld["batches_per_epoch"] * ld["batch_size"] / E
+    first = ld["first_batch_s"]["median"]
+    if first > 0.05 * epoch_s:
+        out.append(f"each epoch pays {first:.1f} s to start the loader ({first / epoch_s:.0%} "
+                   f"of a {epoch_s:.0f} s epoch): use longer epochs (the torchvision loader "
+                   "already keeps its workers across epochs)")
+    return out
+
+
+def _waiting_suggestions(r: dict) -> list[str]:
+    """Compute-bound, yet the step still waits for input part of the time."""
+    v, _, _, workers, name, _ = _context(r)
+    in_process = workers == 0 and name == "torch"
+    why = ("with --workers 0 every batch is loaded in the training process, between steps"
+           if in_process else "start-up at epoch boundaries or uneven batches")
+    return [f"the step still waits for input {v['wait_fraction']:.0%} of the time: {why}"
+            + ("; --workers 1 or more overlaps loading with the step" if in_process else "")]
+
+
+def _compute_suggestions(r: dict) -> list[str]:
+    """The step is the limit: compilation, batch size, device, loader headroom."""
+    out: list[str] = []
+    v, gpu, _, workers, _, unit = _context(r)
+    host, e2e = r["host"], r["end_to_end"]
+    L, S = v["loader_images_per_s"], v["step_images_per_s"]
+    step = r["step"]["variants"][r["step"]["used"]]
+    variants = r["step"]["variants"]
+    if len(variants) == 2:
+        eager, comp = variants
+        gain = comp["images_per_s"]["median"] / eager["images_per_s"]["median"]
+        if gain > 1.1:
+            out.append(f"use --compile on: the compiled step is {gain:.2f}x faster (after a "
+                       f"one-off {comp['first_step_s'] or 0:.0f} s compilation)")
+        elif gain < 0.9:
+            out.append(f"use --compile off: the compiled step is {1 / gain:.2f}x slower here")
+    elif not step["compiled"]:
+        out.append("try --compile on (--compile both measures the compiled step)")
+    total = host["gpu_memory_total_bytes"]
+    if gpu and step["peak_memory_bytes"] and total and step["peak_memory_bytes"] < total / 2:
+        peak = step["peak_memory_bytes"] / 2**30
+        out.append(f"raise --batch_size: the step peaks at {peak:.1f} GiB of "
+                   f"{total / 2**30:.0f} GiB")
+    util = e2e.get("gpu_utilisation_percent")
+    if gpu and util is not None and util < 70 and v["bound"] == "compute":
+        out.append(f"GPU utilisation is only {util:.0f}% although the loader keeps up: the "
+                   "step is launch-bound; a larger --batch_size or --compile on helps")
+    if not gpu:
+        out.append("the step runs on the CPU: a GPU, a smaller --backbone or --crop_size are "
+                   "the ways to more img/s")
+    if v["bound"] == "compute" and L / S > 2 and workers > 1:
+        fewer = max(1, math.ceil(workers * MARGIN * S / L))
+        if fewer < workers:
+            out.append(f"the loader has {L / S:.1f}x headroom: --workers {fewer} would keep up "
+                       f"and free {unit} for other work")
+    return out
+
+
+def _contention_suggestions(r: dict) -> list[str]:
+    """On the CPU, end to end well below both parts alone: they share the cores."""
+    v, gpu, cores, _, _, _ = _context(r)
+    e2e = r["end_to_end"]
+    L, S, E = v["loader_images_per_s"], v["step_images_per_s"], v["end_to_end_images_per_s"]
+    if gpu or E >= 0.8 * min(L, S):
+        return []
+    used, busy = e2e.get("cpu_cores_used"), e2e.get("system_cpu_cores_busy")
+    return [f"end to end ({E:,.0f} img/s) is well below both the loader ({L:,.0f}) and "
+            f"the step ({S:,.0f}) alone: they compete for {cores} CPU cores"
+            + (f" (this run used {used:.1f}" if used is not None else "")
+            + (f", the machine {busy:.1f})" if busy is not None and used is not None
+               else ")" if used is not None else "")]
 
 
 # -- terminal table --------------------------------------------------------------------------
@@ -315,6 +379,10 @@ def format_report(r: dict) -> str:
         lines += ["", f"{'sweep: ' + unit:<42} {'img/s':>14} {'first batch s':>22}"]
         lines += [f"  {p['workers']:<40} {p['images_per_s']:>14,.0f} {p['first_batch_s']:>22.2f}"
                   for p in r["sweep"]]
+    if r.get("loaders"):
+        lines += ["", f"{'other loaders, end to end':<42} {'img/s':>14} {'waiting':>22}"]
+        lines += [f"  {x['name']:<40} {x['end_to_end_images_per_s']:>14,.0f} "
+                  f"{x['wait_fraction']:>22.0%}" for x in r["loaders"]]
     if r.get("trace"):
         lines += ["", f"trace: {r['trace']}"]
     lines += ["", r["verdict"]["text"]]

@@ -76,6 +76,8 @@ def cmd_data(argv: list[str]) -> int:
     synth = sub.add_parser("synth", help="write an embedded data set in the standard layout")
     synth.add_argument("name", choices=["shapes", "digits"])
     synth.add_argument("out")
+    sub.add_parser("masks", help="foreground masks for background augmentation "
+                                 "(fastssl data masks --help)")
     a = p.parse_args(argv)
     from fastssl.data.layout import scan
     from fastssl.data.synth import GENERATORS

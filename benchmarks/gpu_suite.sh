@@ -20,19 +20,21 @@
 # device time on them. Its numbers mean nothing.
 #
 # Budget (issue 19: 15 min of device time per session, machine start and staging included; see
-# benchmarks/README.md for the call sequence). Limits, in the priority order they run:
+# benchmarks/README.md for the call sequence). Limits, in the priority order the steps run:
 #   step             limit  needs  what
-#   tests              90 s        pytest -m "gpu and not dali": kernels and other GPU tests
-#   data               30 s        256 px JPEG set (320 distinct, 20,480 train files) in /tmp
-#   profile-torch     150 s        SwAV ResNet-50, torchvision loader, 16 workers, compiled
+#   tests              75 s        pytest -m "gpu and not dali": kernels and other GPU tests
+#   data               20 s        256 px JPEG set (320 distinct, 20,480 train files) in /tmp
+#   profile-torch     180 s        SwAV ResNet-50, torchvision loader, 16 workers, compiled
 #                                  (cold compile: fills the inductor cache profile-dali reuses)
-#   pipelines-bench    80 s  DALI  DALI GPU vs torchvision 16 workers: SwAV 2x224+6x96, BYOL
+#   pipelines-bench    70 s  DALI  DALI GPU vs torchvision 16 workers: SwAV 2x224+6x96, BYOL
 #   tests-dali         60 s  DALI  pytest -m "gpu and dali": GPU-vs-CPU agreement, background
-#   profile-dali      120 s  DALI  SwAV ResNet-50, DALI GPU loader, eager and compiled
-#   kernels-bench     130 s        loss kernel table (written row by row; last: cut first)
-#   sum               660 s  (measured 2026-11-28: tests-like check 65 s, kernels-bench 121 s)
-# With a ~90 s machine start, 4 staging calls (~25 s each between calls) and ~30 s for the
-# install, the sum of limits fits 15 min with about 20 s to spare; expected times are lower.
+#   profile-dali      150 s  DALI  SwAV ResNet-50, DALI GPU loader, eager and compiled; the
+#                                  issue's bar is 120 s ("profiled in N s" in its log): the
+#                                  limit leaves room to keep the numbers if it misses
+#   kernels-bench     120 s        loss kernel table (written row by row; last: cut first)
+#   sum               675 s  (2026-11-28 on the H200: kernels check 65 s, kernels bench 121 s)
+# + machine start ~90 s, 4 part transfers ~40 s, 3 turns between calls ~60 s, receive + install
+# ~12 s = ~877 s of the 900 in the worst case; the expected total is lower.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -63,6 +65,8 @@ STAGE_DIR=${STAGE_DIR:-/tmp/fastssl-dali}
 [[ -f $STAGE_DIR/env.sh ]] && source "$STAGE_DIR/env.sh"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+# every torch.compile recompilation and its reason in the step logs (the profiles' compiled step)
+export TORCH_LOGS=${TORCH_LOGS:-recompiles}
 STATUS="$RESULTS_DIR/gpu-suite-status.txt"
 echo "--- $(date -u +%FT%TZ) steps: $STEPS$( ((REHEARSAL)) && echo ' (cpu rehearsal)')" >>"$STATUS"
 SUITE_START=$SECONDS
@@ -109,7 +113,7 @@ else
 print(re.sub(r'[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-'))")
     # 20,480 train files: the profile's windows (<= 62 batches of 256 per phase) stay inside
     # one epoch, so no DALI pipeline rebuild / DataLoader restart lands in a timed window
-    PER_CLASS=32 IMAGES=20480 BATCH=256 WORKERS=16 BUDGET=45
+    PER_CLASS=32 IMAGES=20480 BATCH=256 WORKERS=16 BUDGET=40
     SIZES=()
     PIPE_SIZES=(--batch 256 --max-images 4096 --repeats 3)
     KERNEL_ARGS=()
@@ -126,14 +130,14 @@ DATA=$DATA_ROOT/shapes256
 cat "$RESULTS_DIR/gpu-info.txt"
 
 # ===================== [tests] every GPU-marked test but DALI's ===========================
-step tests 90 "$PYTHON" -m pytest -m "gpu and not dali" -q -p no:cacheprovider tests
+step tests 75 "$PYTHON" -m pytest -m "gpu and not dali" -q -p no:cacheprovider tests
 
 # ===================== [data] the 256 px JPEG set for pipelines and profiles ==============
 # (idempotent; kept in DATA_ROOT between calls on the same machine)
 if want pipelines-bench || want profile-torch || want profile-dali; then
     STEPS=$STEPS,data
 fi
-step data 30 "$PYTHON" benchmarks/pipelines.py --make-data --shapes-dir "$DATA_ROOT" \
+step data 20 "$PYTHON" benchmarks/pipelines.py --make-data --shapes-dir "$DATA_ROOT" \
     --per-class "$PER_CLASS" --images "$IMAGES"
 
 # ===================== [profile] SwAV ResNet-50 multi-crop, end to end =====================
@@ -143,21 +147,21 @@ step data 30 "$PYTHON" benchmarks/pipelines.py --make-data --shapes-dir "$DATA_R
 # and compiled (--compile both: the compiled-vs-eager ratio) and runs the faster end to end.
 PROFILE=(-m fastssl.cli profile --config swav --data "$DATA" --device "$DEVICE"
          --batch_size "$BATCH" --workers "$WORKERS" --budget "$BUDGET" "${SIZES[@]}")
-step profile-torch 150 "$PYTHON" "${PROFILE[@]}" --loader torch --compile on \
+step profile-torch 180 "$PYTHON" "${PROFILE[@]}" --loader torch --compile on \
     --json "$RESULTS_DIR/profile-torch-$GPU.json" --plot "$RESULTS_DIR/profile-torch-$GPU.png"
 
 # ===================== [pipelines] DALI GPU pipelines vs torchvision ======================
 # nvJPEG ("mixed") decoding and every op on the GPU, vs the torchvision DataLoader with as many
 # workers as DALI has threads: SwAV multi-crop and BYOL two views -> pipelines-<gpu>.md.
-dali_step pipelines-bench 80 "$PYTHON" benchmarks/pipelines.py --device "$DEVICE" \
+dali_step pipelines-bench 70 "$PYTHON" benchmarks/pipelines.py --device "$DEVICE" \
     --threads "$WORKERS" "${PIPE_SIZES[@]}" --shapes-dir "$DATA_ROOT" \
     --per-class "$PER_CLASS" --images "$IMAGES" --out "$RESULTS_DIR/pipelines-$GPU.md"
 dali_step tests-dali 60 "$PYTHON" -m pytest -m "gpu and dali" -q -p no:cacheprovider tests
-dali_step profile-dali 120 "$PYTHON" "${PROFILE[@]}" --loader dali --compile both \
+dali_step profile-dali 150 "$PYTHON" "${PROFILE[@]}" --loader dali --compile both \
     --json "$RESULTS_DIR/profile-dali-$GPU.json" --plot "$RESULTS_DIR/profile-dali-$GPU.png"
 
 # ===================== [kernels] fused loss kernels (issue 4) ==============================
-step kernels-bench 130 "$PYTHON" benchmarks/kernels.py --out "$RESULTS_DIR" "${KERNEL_ARGS[@]}"
+step kernels-bench 120 "$PYTHON" benchmarks/kernels.py --out "$RESULTS_DIR" "${KERNEL_ARGS[@]}"
 
 # ===================== [training] every method through the loop (earlier issues) ==========
 # Only when named in --steps: the CPU learning benchmark's settings on the GPU (bf16, memory

@@ -83,11 +83,10 @@ prepare() {
     ((tree + largest + 4096 < CARRY_LIMIT)) ||
         die "a part ($largest B) + the working tree ($tree B) exceed 64 MiB: lower PART_MIB"
     echo "bundle $bytes B in $parts parts of at most $largest B; working tree $tree B"
-    echo "device calls (each: carry the part and .stage/parts.sha256):"
+    echo "carry lists, one device call each (the call sequence: benchmarks/README.md):"
     for p in "$STAGE"/part.*; do
-        echo "  carry [\"$p\", \"$STAGE/parts.sha256\"]  command: bash benchmarks/stage_dali.sh receive ..."
+        echo "  [\"$p\", \"$STAGE/parts.sha256\"]"
     done
-    echo "the call with the last part: ... receive && bash benchmarks/stage_dali.sh install ..."
     took "prepare total" "$t0"
 }
 

@@ -10,7 +10,7 @@
 # its output in RESULTS_DIR/<step>.log and a line "<step> rc=<rc> <seconds>s" appended to
 # RESULTS_DIR/gpu-suite-status.txt; a failing step does not stop the others. A step that needs
 # DALI is recorded as skipped when nvidia.dali does not import. SUITE_PACK=FILE.tgz packs
-# RESULTS_DIR into FILE after every step, so a device call returns one file (its limit is 8) and
+# RESULTS_DIR into FILE after every step, so a device call returns one file (it returns at most 8) and
 # keeps what finished even if the call is cut short. `--steps` selects steps (comma-separated);
 # the default is every step of issue 19 below; learning-cuda and train-compile run only when
 # named.

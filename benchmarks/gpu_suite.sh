@@ -31,15 +31,16 @@
 #   profile-dali      150 s  DALI  SwAV ResNet-50, DALI GPU loader, eager and compiled; the
 #                                  issue's bar is 120 s ("profiled in N s" in its log): the
 #                                  limit leaves room to keep the numbers if it misses
-#   kernels-bench     120 s        loss kernel table (written row by row; last: cut first)
-#   sum               675 s  (2026-11-28 on the H200: kernels check 65 s, kernels bench 121 s)
+#   kernels-bench     120 s        loss kernel table (written row by row; cut first)
+#   report             10 s        gpu-suite-<gpu>.md: the issue's goal table + step list
+#   sum               685 s  (2026-11-28 on the H200: kernels check 65 s, kernels bench 121 s)
 # + machine start ~90 s, 4 part transfers ~40 s, 3 turns between calls ~60 s, receive + install
-# ~12 s = ~877 s of the 900 in the worst case; the expected total is lower.
+# ~12 s = ~887 s of the 900 in the worst case; the expected total is lower.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 REHEARSAL=0
-STEPS=tests,data,profile-torch,pipelines-bench,tests-dali,profile-dali,kernels-bench
+STEPS=tests,data,profile-torch,pipelines-bench,tests-dali,profile-dali,kernels-bench,report
 KNOWN=,$STEPS,learning-cuda,train-compile,
 RESULTS_DIR=
 while (($#)); do
@@ -171,6 +172,9 @@ step learning-cuda 200 "$PYTHON" benchmarks/learning.py --device "$DEVICE" --loa
 step train-compile 80 "$PYTHON" -m fastssl.cli train --device "$DEVICE" --compile on \
     --loader memory --backbone resnet18 --epochs 5 --eval_every 0 --progress false \
     --out /tmp/fastssl-compile
+
+# ===================== [report] the goal table of issue 19 from the files above ===========
+step report 10 "$PYTHON" benchmarks/gpu_report.py "$RESULTS_DIR" --gpu "$GPU"
 
 echo "suite done in $((SECONDS - SUITE_START))s" | tee -a "$STATUS"
 if [[ -n ${SUITE_PACK:-} ]]; then tar -czf "$SUITE_PACK" -C "$RESULTS_DIR" .; fi

@@ -29,7 +29,9 @@ def profile_figures(r: dict) -> dict:
     speedup = None
     if True in variants and False in variants:  # --compile both: eager time over compiled time
         speedup = variants[False]["step_s"]["median"] / variants[True]["step_s"]["median"]
+    used = r["step"]["variants"][r["step"]["used"]]["compiled"]  # the faster, run end to end
     return {"e2e": r["end_to_end"]["images_per_s"]["median"],
+            "step_used": "compiled" if used else "eager (faster here)",
             "wait": r["end_to_end"]["wait_fraction"]["median"],
             "loader": r["loader"]["images_per_s"]["median"], "speedup": speedup,
             "elapsed": r["elapsed_s"], "verdict": r["verdict"]["text"]}
@@ -60,7 +62,7 @@ def goal_rows(results: Path, gpu: str) -> list[str]:
         rows += [
             f"| SwAV ResNet-50 multi-crop, bf16 + compile, DALI loader, images/s | measured, "
             f"input wait <= 10% | >= 2,000 img/s, input wait <= 5% | {p['e2e']:,.0f} img/s, "
-            f"wait {100 * p['wait']:.0f}% | {met(p['wait'] <= 0.10)} / "
+            f"wait {100 * p['wait']:.0f}%, step {p['step_used']} | {met(p['wait'] <= 0.10)} / "
             f"{met(p['e2e'] >= 2000 and p['wait'] <= 0.05)} |",
             "| compiled vs eager step | >= 1.2x | >= 1.3x | "
             + (f"{p['speedup']:.2f}x | {met(p['speedup'] >= 1.2)} / {met(p['speedup'] >= 1.3)} |"

@@ -3,6 +3,8 @@
     python benchmarks/pipelines.py                      # CPU, 2 threads, shapes set at 256 px
     python benchmarks/pipelines.py --device cuda --threads 16
     python benchmarks/pipelines.py --data DIR           # any dataset in the layout, too
+    python benchmarks/pipelines.py --make-data --shapes-dir D --images 20480
+                                   # only write the set (D/shapes256) for `fastssl profile --data`
 
 Presets: SwAV multi-crop (2 x 224 px, scale 0.14-1, + 6 x 96 px, scale 0.05-0.14) and BYOL two
 views (2 x 224 px, blur 1.0 / 0.1, solarize 0 / 0.2). Images/s counts samples (all their views),
@@ -15,6 +17,7 @@ device and synchronised, so on CUDA the copy of the torchvision batches is inclu
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -27,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fastssl.data.layout import scan  # noqa: E402
-from fastssl.pipelines import build_train_loader  # noqa: E402
+from fastssl.pipelines import LoaderSpec, build_train_loader  # noqa: E402
 from fastssl.pipelines.views import view_specs  # noqa: E402
 from fastssl.profiling.host import machine_line  # noqa: E402
 
@@ -39,29 +42,47 @@ PRESETS = {
 }
 
 
-def shapes_256(out: Path, per_class: int) -> Path:
-    """The embedded shapes set (64 px, exact masks) upscaled to 256 px JPEGs (quality 90)."""
+def shapes_256(out: Path, per_class: int, images: int = 0) -> Path:
+    """The embedded shapes set (64 px) upscaled to 256 px JPEGs (quality 90) in
+    ``out/shapes256``: ``per_class`` distinct images per class, then hard links to them until
+    the train split holds ``images`` files (0: the distinct ones only). Decoding a link costs
+    what decoding its original does, so a large set for long measurement windows is written in
+    seconds. Reused when ``out/shapes256`` already holds the same request."""
     from PIL import Image
 
     from fastssl.data.synth import synth_shapes
 
+    root = out / "shapes256"
+    request = f"per_class={per_class} images={images}\n"
+    done = root / "REQUEST"
+    if done.exists() and done.read_text() == request:
+        return root
+    for old in (root, out / "src"):
+        shutil.rmtree(old, ignore_errors=True)
     src = synth_shapes(out / "src", train_per_class=per_class, val_per_class=1, size=64)
-    for p in (src / "train").rglob("*.jpg"):
-        dst = out / "shapes256" / p.relative_to(src)
+    originals = []
+    for p in sorted(src.rglob("*.jpg")):
+        dst = root / p.relative_to(src)
         dst.parent.mkdir(parents=True, exist_ok=True)
         Image.open(p).resize((256, 256), Image.BICUBIC).save(dst, quality=90)
-    return out / "shapes256"
+        if dst.parts[-3] == "train":
+            originals.append(dst)
+    for i in range(max(0, images - len(originals))):
+        p = originals[i % len(originals)]
+        (p.parent / f"{p.stem}_{i:06d}.jpg").hardlink_to(p)
+    done.write_text(request)
+    return root
 
 
 def measure(name: str, split, specs, *, batch: int, threads: int, device: str,
             repeats: int) -> list[float]:
-    ld = build_train_loader(name, split, specs, batch_size=batch, workers=threads, seed=0,
-                            device_type=device)
+    ld = build_train_loader(name, LoaderSpec(split, tuple(specs), batch, threads,
+                                             device_type=device))
     rates = []
     for epoch in range(repeats):
         n, t0 = 0, None
-        for views, _ in ld.epoch(epoch):
-            views = [v.to(device, non_blocking=True) for v in views]
+        for batch_ in ld.epoch(epoch):
+            views = [v.to(device, non_blocking=True) for v in batch_["views"]]
             if t0 is None:  # the first batch carries the start-up cost; time the rest
                 if device == "cuda":
                     torch.cuda.synchronize()
@@ -81,18 +102,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=2, help="DALI threads = DataLoader workers")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--per-class", type=int, default=26, help="shapes images per class")
+    p.add_argument("--per-class", type=int, default=26,
+                   help="distinct shapes images per class (10 classes)")
+    p.add_argument("--images", type=int, default=0,
+                   help="shapes train images in all, hard links to the distinct ones (0: none)")
+    p.add_argument("--shapes-dir", default="",
+                   help="write (or reuse) the shapes set here (default: a temporary folder)")
+    p.add_argument("--make-data", action="store_true",
+                   help="only write the shapes set to --shapes-dir (for fastssl profile --data)")
     p.add_argument("--max-images", type=int, default=0, help="cap per dataset (0 = all)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loaders", default="dali,torch")
     p.add_argument("--presets", default=",".join(PRESETS))
     p.add_argument("--out", default="")
     a = p.parse_args(argv)
+    if a.make_data:
+        if not a.shapes_dir:
+            p.error("--make-data needs --shapes-dir")
+        print(shapes_256(Path(a.shapes_dir), a.per_class, a.images))
+        return 0
     torch.set_num_threads(1)  # the DataLoader workers / DALI threads do the work
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        datasets = {"shapes 256 px": shapes_256(Path(tmp), a.per_class)}
+        shapes = shapes_256(Path(a.shapes_dir or tmp), a.per_class, a.images)
+        datasets = {"shapes 256 px": shapes}
         datasets.update({d: Path(d) for d in a.data})
         for dname, root in datasets.items():
             split = scan(root).train

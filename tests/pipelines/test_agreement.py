@@ -1,6 +1,8 @@
 """DALI and the torchvision fallback agree statistically for the same ViewSpec: crop area, flip
 rate and blur rate (within 4 standard errors; both runs are seeded, so the test is
-deterministic). Inputs are lossless PNGs built so the parameters can be read off the pixels."""
+deterministic). Inputs are lossless PNGs built so the parameters can be read off the pixels.
+DALI runs on the CPU and, where a GPU is present, on the GPU (nvJPEG "mixed" decoding, every op
+on the GPU) against the same CPU torchvision reference."""
 
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ from PIL import Image
 from fastssl.data.layout import Split
 from fastssl.pipelines.views import MEAN, STD, ViewSpec
 from tests.helpers import make_loader
+from tests.pipelines.conftest import DALI_GPU
 
 pytestmark = [pytest.mark.dali, pytest.mark.skipif(
     importlib.util.find_spec("nvidia.dali") is None, reason="nvidia.dali is not installed")]
+DEVICES = ["cpu", pytest.param("cuda", marks=DALI_GPU)]  # DALI's device
 
 N = 128  # samples per epoch; 4 views each
 SIZE = 32
@@ -28,11 +32,12 @@ def pixels(view: torch.Tensor) -> torch.Tensor:
     return (view * std + mean) * 255
 
 
-def crops(name: str, path, spec: ViewSpec, seed: int = 0) -> torch.Tensor:
+def crops(name: str, path, spec: ViewSpec, seed: int = 0, device: str = "cpu") -> torch.Tensor:
+    """Pixels of 4 views of ``N`` samples; ``device`` is DALI's (torchvision runs on the CPU)."""
     split = Split("train", [path] * N, [0] * N)
     ld = make_loader(name, split, [spec] * 4, batch_size=32,
-                     workers=0 if name == "torch" else 2, seed=seed)
-    return torch.cat([pixels(v) for b in ld.epoch(0) for v in b["views"]])
+                     workers=0 if name == "torch" else 2, seed=seed, device_type=device)
+    return torch.cat([pixels(v.cpu()) for b in ld.epoch(0) for v in b["views"]])
 
 
 def close(a: np.ndarray, b: np.ndarray, what: str) -> None:
@@ -40,7 +45,8 @@ def close(a: np.ndarray, b: np.ndarray, what: str) -> None:
     assert abs(a.mean() - b.mean()) < 4 * se, (what, a.mean(), b.mean(), se)
 
 
-def test_crop_area_and_flip_rate_agree(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_crop_area_and_flip_rate_agree(tmp_path, device):
     # R encodes x, G encodes y (2 levels per pixel): a crop's extent and orientation are readable
     side = 128
     ramp = np.arange(side, dtype=np.uint8) * 2
@@ -51,7 +57,7 @@ def test_crop_area_and_flip_rate_agree(tmp_path):
     spec = ViewSpec(SIZE, (0.08, 1.0), flip_p=0.5, jitter_p=0.0, gray_p=0.0)
     stats = {}
     for name in ("dali", "torch"):
-        v = crops(name, path, spec)
+        v = crops(name, path, spec, device=device if name == "dali" else "cpu")
         r, g = v[:, 0].mean(1), v[:, 1].mean(2)  # R profile along x, G profile along y
         slope = r[:, -1] - r[:, 0]
         # centre of first to centre of last output pixel spans (SIZE - 1) / SIZE of the crop
@@ -65,7 +71,8 @@ def test_crop_area_and_flip_rate_agree(tmp_path):
     assert 0.35 < stats["dali"]["area"].mean() < 0.6
 
 
-def test_blur_rate_agrees(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_blur_rate_agrees(tmp_path, device):
     rng = np.random.default_rng(0)
     path = tmp_path / "noise.png"
     Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(path)
@@ -74,7 +81,8 @@ def test_blur_rate_agrees(tmp_path):
     energy = lambda v: (v[..., 1:] - v[..., :-1]).abs().mean((1, 2, 3))  # noqa: E731
     rates = {}
     for name in ("dali", "torch"):
-        v = crops(name, path, ViewSpec(SIZE, **base, blur_p=0.5, blur_sigma=(0.1, 2.0)))
+        v = crops(name, path, ViewSpec(SIZE, **base, blur_p=0.5, blur_sigma=(0.1, 2.0)),
+                  device=device if name == "dali" else "cpu")
         # detected blur: high-frequency energy down by 10% (sigma near 0.1 is a no-op in both)
         rates[name] = (energy(v) < 0.9 * energy(sharp)).float().numpy()
     close(rates["dali"], rates["torch"], "blur")

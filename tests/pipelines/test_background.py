@@ -16,6 +16,7 @@ from fastssl.data.layout import DataError, scan
 from fastssl.methods import resolve_config
 from fastssl.pipelines.background import BgOptions, resolve_masks, torch_background
 from tests.helpers import make_loader
+from tests.pipelines.conftest import DALI_GPU
 
 HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
 dali = [pytest.mark.dali, pytest.mark.skipif(not HAS_DALI, reason="nvidia.dali is not installed")]
@@ -43,7 +44,7 @@ def check(out, fg, mask, bg):
     assert np.all((soft >= lo) & (soft <= hi))
 
 
-def run_dali_background(mode: str):
+def run_dali_background(mode: str, gpu: bool = False):
     from nvidia.dali import fn, pipeline_def, types
 
     from fastssl.pipelines.dali_augment import apply_background
@@ -54,22 +55,25 @@ def run_dali_background(mode: str):
     def pipe():
         img = fn.external_source(source=lambda: list(images), batch=True, layout="HWC")
         msk = fn.external_source(source=lambda: list(masks), batch=True, layout="HWC")
-        shapes = img.shape(dtype=types.INT64)
+        shapes = img.shape(dtype=types.INT64)  # on the CPU, as peek_image_shape in the loader
+        if gpu:
+            img, msk = img.gpu(), msk.gpu()
         out, extra = apply_background(img, msk, shapes, mode=mode, p=1.0, batch_size=2)
         return (out, *extra)
 
-    p = pipe(batch_size=2, num_threads=1, device_id=None, seed=0)
+    p = pipe(batch_size=2, num_threads=1, device_id=0 if gpu else None, seed=0)
     p.build()
-    return images, masks, [[np.array(o[i]) for i in range(2)] for o in p.run()]
+    outs = [o.as_cpu() if gpu else o for o in p.run()]
+    return images, masks, [[np.array(o[i]) for i in range(2)] for o in outs]
 
 
 @pytest.mark.parametrize("mode", ["rm", "random", "swaps"])
-@pytest.mark.parametrize("device", ["dali-cpu", "torch"])
+@pytest.mark.parametrize("device", ["dali-cpu", "torch", pytest.param("dali-gpu", marks=DALI_GPU)])
 def test_composite_exact(mode, device):
-    if device == "dali-cpu" and not HAS_DALI:
+    if device.startswith("dali") and not HAS_DALI:
         pytest.skip("nvidia.dali is not installed")
-    if device == "dali-cpu":
-        images, masks, outs = run_dali_background(mode)
+    if device.startswith("dali"):
+        images, masks, outs = run_dali_background(mode, gpu=device == "dali-gpu")
     else:
         images, masks = constructed(0)
         t = [torch.from_numpy(x).permute(2, 0, 1) for x in images]
@@ -133,10 +137,12 @@ def pixels(view: torch.Tensor) -> torch.Tensor:
     return ((view * std + mean) * 255).round()
 
 
-@pytest.mark.parametrize("name", ["dali", "torch"])
-def test_loader_rm_and_skip(shapes_dir, tmp_path, name, caplog):
+@pytest.mark.parametrize("name,device", [("dali", "cpu"), ("torch", "cpu"),
+                                         pytest.param("dali", "cuda", marks=DALI_GPU)])
+def test_loader_rm_and_skip(shapes_dir, tmp_path, name, device, caplog):
     """Through the whole loader with an identity view: BG_RM with p=1 greys every background
-    pixel and keeps every foreground pixel; an image without a mask (skip) is unchanged."""
+    pixel and keeps every foreground pixel; an image without a mask (skip) is unchanged. On the
+    GPU, images and masks are decoded by the "mixed" decoder and composited there."""
     if name == "dali" and not HAS_DALI:
         pytest.skip("nvidia.dali is not installed")
     import shutil
@@ -154,13 +160,13 @@ def test_loader_rm_and_skip(shapes_dir, tmp_path, name, caplog):
     spec = ViewSpec(32, **IDENTITY)
     with caplog.at_level(logging.WARNING):
         ld = make_loader(name, index.train, [spec], batch_size=8,
-                         workers=0 if name == "torch" else 1,
+                         workers=0 if name == "torch" else 1, device_type=device,
                          bg=BgOptions("rm", 1.0, missing_mask="skip", mask_root=root))
     assert ld.dataset.bg_skipped == 1 if name == "torch" else ld.bg_skipped == 1
     assert "background augmentation skipped for 1" in caplog.text
     by_label = {}
     for b in ld.epoch(0):
-        for v, y in zip(pixels(b["views"][0]), b["labels"].tolist(), strict=True):
+        for v, y in zip(pixels(b["views"][0].cpu()), b["labels"].tolist(), strict=True):
             by_label.setdefault(y, []).append(v)
     # map outputs back to files: same class, compare against the candidates of that class
     matched = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,15 @@ def dali_operator_costs(paths: Sequence[Path], specs: Sequence[ViewSpec], device
     images = [Image.open(io.BytesIO(e.tobytes())).convert("RGB") for e in encoded]
     decoded = [np.asarray(im) for im in images]
     full = run(lambda x: x, decoded, "HWC")
-    for spec in specs:  # the per-view ops see crops of the view's size
+    # the per-view ops see crops of the view's size; identical views are timed once
+    for spec, count in Counter(specs).items():
         crop = [np.asarray(im.resize((spec.size, spec.size))) for im in images]
         base = run(lambda x: x, crop, "HWC")
         for name, p, on_crop, op in _view_ops(spec):
             if p > 0:
                 inputs, ref = (crop, base) if on_crop else (decoded, full)
-                costs[name] = costs.get(name, 0.0) + p * max(run(op, inputs, "HWC") - ref, 0.0)
+                cost = count * p * max(run(op, inputs, "HWC") - ref, 0.0)
+                costs[name] = costs.get(name, 0.0) + cost
     total = sum(costs.values()) or 1.0
     rows = [{"name": k, "ms_per_sample": 1000 * v, "share": v / total} for k, v in costs.items()]
     return sorted(rows, key=lambda r: -r["ms_per_sample"])

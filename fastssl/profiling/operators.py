@@ -4,10 +4,12 @@ thread) and DALI's executor statistics; DALI's per-operator costs are in ``dali_
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torchvision.transforms import v2 as T
 
 from fastssl.pipelines import TrainLoader
@@ -29,16 +31,16 @@ def torch_operator_costs(paths: Sequence[Path], specs: Sequence[ViewSpec], *,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker
     try:
-        return _time_transforms(paths[:samples], [view_transform(s).transforms for s in specs],
-                                name)
+        counts = Counter(specs)  # identical views (SwAV's local crops) are timed once
+        return _time_transforms(paths[:samples], [(view_transform(s).transforms, n)
+                                                  for s, n in counts.items()], name)
     finally:
         torch.set_num_threads(threads)
 
 
-def _time_transforms(paths: list, pipelines: list, name) -> list[dict]:
-    from PIL import Image
-    from torchvision.transforms import v2 as T
-
+def _time_transforms(paths: list, pipelines: list[tuple[list, int]],
+                     name: Callable[[object], str]) -> list[dict]:
+    """Per-operator time of each (transforms, how many views use them) on ``paths``."""
     costs: dict[str, float] = {}
     with torch.inference_mode():
         for p in paths:
@@ -46,12 +48,13 @@ def _time_transforms(paths: list, pipelines: list, name) -> list[dict]:
             with Image.open(p) as im:
                 image = T.functional.pil_to_tensor(im.convert("RGB"))
             costs["decode (PIL)"] = costs.get("decode (PIL)", 0.0) + time.perf_counter() - t
-            for ops in pipelines:
+            for ops, count in pipelines:
                 x = image
                 for op in ops:
                     t = time.perf_counter()
                     x = op(x)
-                    costs[name(op)] = costs.get(name(op), 0.0) + time.perf_counter() - t
+                    costs[name(op)] = (costs.get(name(op), 0.0)
+                                       + count * (time.perf_counter() - t))
     total = sum(costs.values()) or 1.0
     rows = [{"name": k, "ms_per_sample": 1000 * v / len(paths), "share": v / total}
             for k, v in costs.items()]

@@ -128,6 +128,11 @@ def _knn(ckpt: Path, step: int) -> tuple[float | None, int | None]:
     return (_finite(evals[-1]["knn_top1"]), evals[-1]["step"]) if evals else (None, None)
 
 
+def _some(label: str, keys: list[str]) -> str:
+    shown = f" ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})" if keys else ""
+    return f"{len(keys)} {label}{shown}"
+
+
 def _backbone_of(path: Path, state: dict[str, Any]) -> tuple[nn.Module, int, dict[str, Any]]:
     """fastssl's backbone module for the checkpoint's config, holding its trained weights, its
     feature dimension and the config."""
@@ -140,6 +145,9 @@ def _backbone_of(path: Path, state: dict[str, Any]) -> tuple[nn.Module, int, dic
         net, dim = backbones.build_backbone(name, small_stem=small_stem, image_size=crop_size)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+    if not isinstance(state["model"], dict):
+        raise ValueError(f"{path}: its 'model' is a {type(state['model']).__name__}, not a "
+                         "state dict")
     prefix = "backbone."  # the online / query encoder; momentum copies live under other names
     weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
     try:
@@ -149,10 +157,8 @@ def _backbone_of(path: Path, state: dict[str, Any]) -> tuple[nn.Module, int, dic
         raise ValueError(f"{path}: its backbone weights do not fit {name}: {detail}") from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{path}: its backbone weights do not fit {name}: "
-                         f"missing {result.missing_keys[:5] or 'none'}"
-                         f"{' ...' if len(result.missing_keys) > 5 else ''}, "
-                         f"unexpected {result.unexpected_keys[:5] or 'none'}"
-                         f"{' ...' if len(result.unexpected_keys) > 5 else ''}")
+                         f"{_some('missing', result.missing_keys)}, "
+                         f"{_some('unexpected', result.unexpected_keys)}")
     return net, dim, cfg
 
 

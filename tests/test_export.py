@@ -252,6 +252,8 @@ def _bad(tmp_path: Path, kind: str) -> Path:
     state = {"model": model.state_dict(), "config": config, "step": 1}
     if kind == "no_model":
         del state["model"]
+    elif kind == "model_not_a_dict":
+        state["model"] = model
     elif kind == "future":
         state["format"] = checkpoint.FORMAT_VERSION + 1
     elif kind == "unknown_backbone":
@@ -268,10 +270,11 @@ def _bad(tmp_path: Path, kind: str) -> Path:
     ("text", "cannot read checkpoint"),
     ("tensor", "is not a fastssl checkpoint (it holds a Tensor"),
     ("no_model", "is not a fastssl checkpoint (no 'model')"),
+    ("model_not_a_dict", "its 'model' is a SimCLR, not a state dict"),
     ("future", f"has format version {checkpoint.FORMAT_VERSION + 1} (written by fastssl "
                f"unknown); this fastssl reads version {checkpoint.FORMAT_VERSION}"),
     ("unknown_backbone", "unknown backbone 'resnet101'"),
-    ("missing_key", "do not fit resnet18: missing ['layer4.1.bn2.weight'], unexpected none"),
+    ("missing_key", "do not fit resnet18: 1 missing (layer4.1.bn2.weight), 0 unexpected"),
     ("wrong_shape", "do not fit resnet18: Error(s) in loading state_dict"),
 ])
 def test_bad_checkpoints_give_one_line_errors_naming_the_file(tmp_path, kind, message):

@@ -168,6 +168,8 @@ def export_backbone(checkpoint_path: str | Path, out: str | Path, fmt: str = "to
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format '{fmt}' (choose from {', '.join(FORMATS)})")
     path, out = Path(checkpoint_path), Path(out)
+    if out.resolve() == path.resolve():
+        raise ValueError(f"--out {out} is the checkpoint itself: choose another file")
     state = checkpoint.load(path)
     checkpoint.check(state, path)
     net, dim, cfg = _backbone_of(path, state)

@@ -33,6 +33,7 @@ FAMILIES = {  # method -> its small options and the name of its momentum copy ("
     "swav": ({"n_prototypes": 12, "queue_length": 32}, ""),
 }
 RESNET_CROP = 16
+DOC = Path(__file__).resolve().parent.parent / "docs" / "export.md"
 
 
 def make_method(method: str, **overrides) -> tuple[dict, nn.Module]:
@@ -197,6 +198,11 @@ def test_sidecar_round_trip_and_knn_from_the_run(tmp_path):
                                                                              pre["std"])])
     assert torch.equal(described(image), eval_transform(RESNET_CROP)(image))
 
+    documented = json.loads(DOC.read_text().split("```json\n")[1].split("```")[0])
+    assert documented.keys() == sidecar.keys()
+    for key in ("model", "preprocessing", "fastssl_version"):
+        assert documented[key].keys() == sidecar[key].keys()
+
     (run / "metrics.jsonl").unlink()
     again = read_sidecar(export_backbone(ckpt, tmp_path / "again.pt"))
     assert again["knn_top1"] is None and again["knn_top1_step"] is None
@@ -238,6 +244,9 @@ def test_cli_format_follows_the_suffix(tmp_path, capsys):
     assert "safetensors.torch.load_file(" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown export format 'onnx'"):
         export_backbone(ckpt, tmp_path / "b.onnx", fmt="onnx")
+    with pytest.raises(ValueError, match="is the checkpoint itself"):
+        main(["--checkpoint", str(ckpt), "--out", str(ckpt)])
+    assert checkpoint.load(ckpt).keys() >= {"model", "optimizer"}
 
 
 def _bad(tmp_path: Path, kind: str) -> Path:

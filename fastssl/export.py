@@ -30,7 +30,9 @@ import torch
 import torchvision
 from torch import nn
 
-from fastssl import __version__, checkpoint
+from fastssl import __version__
+from fastssl.checkpoint import check as check_checkpoint
+from fastssl.checkpoint import load as load_checkpoint
 from fastssl.metrics import read as read_metrics
 from fastssl.models import backbones
 from fastssl.pipelines.views import MEAN, STD
@@ -162,16 +164,16 @@ def _backbone_of(path: Path, state: dict[str, Any]) -> tuple[nn.Module, int, dic
     return net, dim, cfg
 
 
-def export_backbone(checkpoint_path: str | Path, out: str | Path, fmt: str = "torch") -> Path:
-    """Write the backbone of ``checkpoint_path`` to ``out`` (``fmt``: torch | safetensors) and its
+def export_backbone(checkpoint: str | Path, out: str | Path, fmt: str = "torch") -> Path:
+    """Write the backbone of ``checkpoint`` to ``out`` (``fmt``: torch | safetensors) and its
     sidecar to ``sidecar_path(out)``; return ``out``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format '{fmt}' (choose from {', '.join(FORMATS)})")
-    path, out = Path(checkpoint_path), Path(out)
+    path, out = Path(checkpoint), Path(out)
     if out.resolve() == path.resolve():
         raise ValueError(f"--out {out} is the checkpoint itself: choose another file")
-    state = checkpoint.load(path)
-    checkpoint.check(state, path)
+    state = load_checkpoint(path)
+    check_checkpoint(state, path)
     net, dim, cfg = _backbone_of(path, state)
     spec, exported = _model_spec(cfg["backbone"], net)
     weights = {k: v.detach().contiguous() for k, v in exported.state_dict().items()}

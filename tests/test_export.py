@@ -148,6 +148,8 @@ def test_vit_export_loads_into_torchvision_vision_transformer(tmp_path):
     assert max_diff(tv.eval()(images), model.embed(images)) < 1e-5
     assert not torch.equal(weights["conv_proj.weight"],
                            model.momentum_encoder[0].net.conv_proj.weight)
+    net, _ = fastssl.load_backbone(out)
+    assert max_diff(net(images), model.embed(images)) < 1e-5
 
 
 def test_safetensors_round_trip_matches_the_torch_file(tmp_path):

@@ -11,6 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
+# Version of the checkpoint layout (the keys below and what they hold). A checkpoint without a
+# "format" key predates the field and has layout 1.
+FORMAT_VERSION = 1
 
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -53,3 +56,19 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # a truncated or foreign file
         raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def check(state: Any, path: str | Path, required: tuple[str, ...] = ("model", "config")) -> None:
+    """One-line ``ValueError`` naming ``path`` unless ``state`` is a checkpoint of this layout
+    version holding ``required``."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a fastssl checkpoint (it holds a "
+                         f"{type(state).__name__}, not a dict)")
+    version = state.get("format", 1)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"checkpoint {path} has format version {version} (written by fastssl "
+                         f"{state.get('fastssl_version', 'unknown')}); this fastssl reads "
+                         f"version {FORMAT_VERSION}")
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise ValueError(f"{path} is not a fastssl checkpoint (no {', '.join(map(repr, missing))})")

@@ -21,6 +21,7 @@ USAGE = """usage:
   fastssl data synth {shapes,digits} OUT
   fastssl data masks DIR [options]        (fastssl data masks --help)
   fastssl profile [train options]         (fastssl profile --help)
+  fastssl export --checkpoint CKPT --out FILE [--format torch|safetensors]
 """
 
 
@@ -89,13 +90,20 @@ def cmd_data(argv: list[str]) -> int:
     return 0
 
 
+def cmd_export(argv: list[str]) -> int:
+    from fastssl.export import main as export_main
+
+    return export_main(argv)
+
+
 def cmd_profile(argv: list[str]) -> int:
     from fastssl.profile import main as profile_main
 
     return profile_main(argv)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "profile": cmd_profile}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "profile": cmd_profile,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,9 +33,9 @@ from torch import nn
 from fastssl import __version__
 from fastssl.checkpoint import check as check_checkpoint
 from fastssl.checkpoint import load as load_checkpoint
+from fastssl.data.stats import MEAN, STD
 from fastssl.metrics import read as read_metrics
 from fastssl.models import backbones
-from fastssl.pipelines.views import MEAN, STD
 
 SIDECAR_VERSION = 1  # layout of the sidecar below
 FORMATS = ("torch", "safetensors")

@@ -213,7 +213,7 @@ class Checkpoints:
         state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                  "step": step, "epoch": step // run.steps_per_epoch, "config": run.cfg.to_dict(),
                  "rng": checkpoint.rng_state(), "knn_top1_init": knn_init,
-                 "fastssl_version": __version__}
+                 "format": checkpoint.FORMAT_VERSION, "fastssl_version": __version__}
         epoch_copy = self.folder / f"epoch_{step // run.steps_per_epoch:04d}.pt"
         for path in (self.last, *([epoch_copy] if periodic else [])):
             checkpoint.save_atomic(state, path)
@@ -224,6 +224,7 @@ class Checkpoints:
             log.info("no checkpoint at %s: starting from scratch", self.last)
             return 0, float("nan")
         state = checkpoint.load(self.last, map_location=self.run.device)
+        checkpoint.check(state, self.last)
         self.run.model.load_state_dict(state["model"])
         self.run.optimizer.load_state_dict(state["optimizer"])
         checkpoint.set_rng_state(state["rng"])

@@ -28,7 +28,7 @@ def test_train_help_follows_the_method_and_its_defaults(capsys):
     assert "--queue_size int (default: 65536)" in help_of(capsys, "train", "--config", "mocov2")
 
 
-@pytest.mark.parametrize("command", ["eval", "data", "profile"])
+@pytest.mark.parametrize("command", ["eval", "data", "profile", "export"])
 def test_other_commands_have_help(capsys, command):
     with pytest.raises(SystemExit) as exit_:  # argparse exits 0 after printing its help
         raise SystemExit(main([command, "--help"]))

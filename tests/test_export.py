@@ -18,11 +18,11 @@ from torchvision.transforms import v2 as T
 
 import fastssl
 from fastssl import checkpoint
-from fastssl.config import resolve
 from fastssl.export import export_backbone, main, read_sidecar, sidecar_path
-from fastssl.methods import get_method
+from fastssl.methods import resolve_config
 from fastssl.pipelines.torch_loader import eval_transform
 from fastssl.pipelines.views import MEAN, STD
+from tests import helpers
 from tests.helpers import tiny_shapes
 
 SMALL_HEADS = {"proj_hidden_dim": 32, "proj_dim": 16}
@@ -39,9 +39,8 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "export.md"
 def make_method(method: str, **overrides) -> tuple[dict, nn.Module]:
     """The one place these tests construct a method: its resolved config (as checkpoints hold it)
     and the module."""
-    torch.manual_seed(0)
-    cfg = resolve(None, {"method": method, **overrides})
-    return cfg.to_dict(), get_method(method)(cfg)
+    cfg, model = helpers.make_method(method, **overrides)
+    return cfg.to_dict(), model
 
 
 def randomise_(module: nn.Module, seed: int) -> None:
@@ -214,7 +213,7 @@ def test_small_cnn_from_a_real_run_exports_in_fastssl_format(tmp_path, capsys):
     from fastssl.train import train
 
     data = tiny_shapes(tmp_path, per_class=4)
-    cfg = resolve(None, {"method": "simclr", "data": str(data), "out": str(tmp_path / "run"),
+    cfg = resolve_config(None, {"method": "simclr", "data": str(data), "out": str(tmp_path / "run"),
                          "backbone": "small_cnn", "crop_size": 16, "batch_size": 8, "epochs": 1,
                          "workers": 0, "knn_k": 5, "progress": False, "compile": "off",
                          "device": "cpu", **SMALL_HEADS})

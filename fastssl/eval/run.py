@@ -44,6 +44,7 @@ def evaluate_checkpoint(path: str, protocol: str, *, data: str | None = None,
                         device: str = "auto", workers: int = 2) -> float:
     """kNN or linear-probe top-1 (%) of a checkpoint's frozen backbone, in one process."""
     state = checkpoint.load(path)
+    checkpoint.check(state, path)
     cfg = config_from_dict(state["config"])
     dev = resolve_device(device)
     ctx = MethodContext.from_config(cfg, steps_per_epoch=1,

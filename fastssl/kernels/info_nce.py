@@ -60,7 +60,7 @@ def _logits_tile(q, K, COL_SCALE, rows, cols, dims, col_ok, dim_ok, stride_k, sc
                  HAS_COL_SCALE: tl.constexpr, EXCLUDE_DIAG: tl.constexpr, BLOCK_N: tl.constexpr):
     """Load key tile ``cols``; return (scale·c_j·q_i·k_j with -inf where masked, k tile, c_j)."""
     k = tl.load(K + cols[:, None].to(tl.int64) * stride_k + dims[None, :],
-                mask=col_ok[:, None] & dim_ok[None, :], other=0.0)
+                mask=col_ok[:, None] & dim_ok[None, :], other=0.0).to(q.dtype)
     s = tl.dot(q, tl.trans(k)) * scale
     c = tl.full((BLOCK_N,), 1.0, tl.float32)
     if HAS_COL_SCALE:
@@ -148,7 +148,7 @@ def _info_nce_bwd_dk(Q, K, COL_SCALE, LSE, DLSE, DK_PART, M, N, D, stride_q, str
     col_ok = cols < N
     dim_ok = dims < D
     k = tl.load(K + cols[:, None].to(tl.int64) * stride_k + dims[None, :],
-                mask=col_ok[:, None] & dim_ok[None, :], other=0.0)
+                mask=col_ok[:, None] & dim_ok[None, :], other=0.0).to(Q.dtype.element_ty)
     c = tl.full((BLOCK_N,), 1.0, tl.float32)
     if HAS_COL_SCALE:
         c = tl.load(COL_SCALE + cols, mask=col_ok, other=0.0)
@@ -285,8 +285,10 @@ def info_nce(
     queue: torch.Tensor | None = None,
     *,
     temperature: float = 0.2,
+    queue_normalized: bool = False,
 ) -> torch.Tensor:
-    """Fused InfoNCE, same semantics as ``reference.info_nce``."""
+    """Fused InfoNCE, same semantics as ``reference.info_nce``. A normalised queue is read as
+    stored (the kernels convert each key tile to the query dtype as they load it)."""
     scale = 1.0 / temperature
     q = F.normalize(query, dim=1)
     k = F.normalize(key, dim=1).to(q.dtype)  # tl.dot wants one dtype (no-op when they agree)
@@ -294,8 +296,10 @@ def info_nce(
     if queue is None:
         lse = contrastive_lse(q, k, None, scale, False)
     else:
-        negatives = queue.detach().to(q.dtype)  # e.g. an fp32 queue with bf16 autocast queries
-        inv_norm = 1.0 / torch.linalg.vector_norm(negatives, dim=1, dtype=torch.float32)
-        inv_norm = inv_norm.clamp_max(1e12)  # F.normalize's eps: a zero row stays zero
+        negatives = queue.detach()
+        inv_norm = None
+        if not queue_normalized:
+            inv_norm = 1.0 / torch.linalg.vector_norm(negatives, dim=1, dtype=torch.float32)
+            inv_norm = inv_norm.clamp_max(1e12)  # F.normalize's eps: a zero row stays zero
         lse = torch.logaddexp(pos, contrastive_lse(q, negatives, inv_norm, scale, False))
     return (lse - pos).mean()

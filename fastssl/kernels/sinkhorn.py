@@ -22,7 +22,6 @@ import triton
 import triton.language as tl
 
 from fastssl import distributed as fdist
-from fastssl.kernels import reference
 from fastssl.kernels.dispatch import INTERPRET, new_output, num_programs_target
 
 BLOCK_B = 32 if INTERPRET else 64
@@ -140,7 +139,6 @@ def _(scores, eps, iters, distributed):
 def sinkhorn_knopp(
     scores: torch.Tensor, *, eps: float = 0.05, iters: int = 3, distributed: bool = False
 ) -> torch.Tensor:
-    """Fused Sinkhorn-Knopp, same semantics as ``reference.sinkhorn_knopp`` (float32 output)."""
-    if iters < 1:  # only the total normalisation: nothing to fuse
-        return reference.sinkhorn_knopp(scores.detach(), eps, iters, distributed=distributed)
+    """Fused Sinkhorn-Knopp, same semantics as ``reference.sinkhorn_knopp`` (float32 output);
+    iters >= 1 (checked by the public function)."""
     return _sinkhorn_op(scores.detach(), eps, iters, distributed and fdist.is_distributed())

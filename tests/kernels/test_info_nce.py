@@ -83,3 +83,24 @@ def test_queue_takes_no_gradient():
     queue = torch.randn(20, 16, requires_grad=True)
     K.info_nce(q, k, queue, backend="triton").backward()
     assert queue.grad is None and q.grad is not None and k.grad is not None
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("queue_dtype", [torch.float32, torch.bfloat16])
+def test_normalized_queue_equals_normalising_path(backend, queue_dtype):
+    """queue_normalized=True takes the rows as stored (a bf16 queue with fp32 queries too: no
+    conversion pass); on unit (and zero) fp32 rows it equals the normalising path."""
+    torch.manual_seed(4)
+    queue = torch.nn.functional.normalize(torch.randn(75, 24), dim=1).to(queue_dtype)
+    queue[[3, 40]] = 0  # empty queue slots stay zero rows
+    q, k = torch.randn(33, 24, requires_grad=True), torch.randn(33, 24, requires_grad=True)
+    got = K.info_nce(q, k, queue, 0.1, queue_normalized=True, backend=backend)
+    gq, gk = torch.autograd.grad(got * 1.3, (q, k))
+    want = R.info_nce(q.double(), k.double(), queue.double(), 0.1, queue_normalized=True)
+    wq, wk = torch.autograd.grad(want * 1.3, (q, k))
+    assert_close(got, want, 1e-5, 1e-4, "loss")
+    assert_close(gq, wq, 1e-5, 1e-4, "dq")
+    assert_close(gk, wk, 1e-5, 1e-4, "dk")
+    if queue_dtype == torch.float32:  # bf16 rounding leaves rows ~1e-3 off unit length
+        plain = K.info_nce(q, k, queue, 0.1, backend=backend)
+        assert_close(got, plain, 1e-6, 1e-6, "vs normalising path")

@@ -5,12 +5,17 @@ The core is one op, ``contrastive_lse(q, k, col_scale, scale, exclude_diag)`` �
 (MoCo v2 with a queue, MoCo v3 in-batch) and NT-Xent (``nt_xent.py``). The positive logit is an
 O(B·D) row-wise dot product done in PyTorch; the loss is ``mean(lse - pos)``.
 
-Forward: FlashAttention-style online logsumexp over key tiles. Because q and k are unit vectors,
-every logit is at most ``scale`` (=1/τ), so for τ ≥ 0.025 the running maximum is replaced by the
-constant ``scale`` (no max/rescale per tile, and exp(-2·scale) cannot underflow). Small batches
-(MoCo v2: B=256 gives 2-4 row tiles) split the key axis over programs; partial logsumexps are
-merged afterwards. Backward recomputes each logit tile from the saved per-row lse; the key
-gradient kernel is skipped when keys take no gradient (the MoCo queue).
+Forward: FlashAttention-style online logsumexp over key tiles, in base 2 (``exp2`` with log2(e)
+folded into the scale). Because q and k are unit vectors, every logit is at most ``scale``
+(=1/τ), so for τ ≥ 0.025 the running maximum is replaced by the constant ``scale`` (no
+max/rescale per tile, and exp(-2·scale) cannot underflow). Small batches (MoCo v2: B=256 gives
+2-4 row tiles) split the key axis over programs so the grid fills the device; partial logsumexps
+are merged afterwards. Embeddings wider than one tile (up to ``MAX_D``) are tiled over D: the
+logits sum the chunks' products and the gradient kernels write one D chunk per program (grid
+axis 2), recomputing the logits from all chunks. Backward recomputes each logit tile from the
+saved per-row lse; the key gradient kernel is skipped when keys take no gradient (the queue).
+Tiles come from a static table (``config``) keyed on (D, dtype, M, N), not run-time autotuning.
+float32 operands multiply in 3xTF32 (``tf32x3``: float32 accuracy on tensor cores).
 
 Gradient math, with s_ij = scale·c_j·q_i·k_j, p_ij = exp(s_ij - lse_i), g_i = ∂L/∂lse_i:
     ∂L/∂q_i = scale · Σ_j g_i p_ij c_j k_j        (row-parallel kernel, loops over key tiles)
@@ -20,48 +25,84 @@ c_j (the queue's inverse norms) takes no gradient.
 
 from __future__ import annotations
 
-import os
+import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from fastssl.kernels.dispatch import INTERPRET, new_output, num_programs_target
+from fastssl.kernels.dispatch import INTERPRET, KERNEL_DTYPES, new_output, num_programs_target
 
-# A whole embedding row of a tile lives in registers and (pipelined) shared memory: wider inputs
-# use the reference (fp32 D=256 already needs ~225 KiB of the 227 KiB on Hopper for 128×64 tiles).
-MAX_D = {torch.float32: 256, torch.float16: 512, torch.bfloat16: 512}
+MAX_D = 2048  # widest embedding the kernels take, in every dtype (tiled over D)
 FIXED_MAX_LIMIT = 40.0  # exp(-2·scale) stays a normal fp32 number up to scale = 40
+LOG2E = 1.4426950408889634
 
 
 def supports(x: torch.Tensor) -> bool:
-    return x.dim() == 2 and x.shape[1] <= MAX_D.get(x.dtype, 0)
+    return x.dim() == 2 and x.dtype in KERNEL_DTYPES and 1 <= x.shape[1] <= MAX_D
 
 
-def _configs():
-    """Tile configs for @autotune. Each extra config costs a compile per kernel variant on first
-    use, so there are two (both within Hopper's shared memory for the widest accepted D);
-    FASTSSL_AUTOTUNE=0 keeps only the first (the GPU correctness check uses that)."""
-    if INTERPRET:  # the interpreter cannot autotune, and small tiles run faster there
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4)]
-    configs = [
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
-    ]
-    return configs if os.environ.get("FASTSSL_AUTOTUNE", "1") != "0" else configs[:1]
+class Config(NamedTuple):
+    BLOCK_M: int
+    BLOCK_N: int
+    BLOCK_D: int  # D chunk: the whole row when D <= BLOCK_D
+    num_warps: int
+    num_stages: int
 
 
-SPLIT_UNIT = 128  # key ranges per program are multiples of every BLOCK_N
+def config(d: int, dtype: torch.dtype, m: int, n: int) -> Config:
+    """Static tile table keyed on (D, dtype, rows M, keys N). The chunk limits keep a q tile and a
+    pipelined k tile within Hopper's shared memory and registers (the sm_90 AOT test checks
+    every variant `supports` admits for spills and shared memory). Not tuned on a GPU yet."""
+    if INTERPRET:  # few, small tiles: the interpreter pays per tile step
+        return Config(32, 32, min(max(16, triton.next_power_of_2(d)), 128), 4, 1)
+    block_d = min(max(16, triton.next_power_of_2(d)), 128 if dtype == torch.float32 else 256)
+    block_n = 32 if n <= 32 else 64
+    if m >= 2048 and block_d <= 128:  # large batches: bigger row tiles, fewer key re-reads
+        return Config(128, block_n, block_d, 8, 2)
+    return Config(64, block_n, block_d, 4, 2)
 
 
 @triton.jit
-def _logits_tile(q, K, COL_SCALE, rows, cols, dims, col_ok, dim_ok, stride_k, scale,
-                 HAS_COL_SCALE: tl.constexpr, EXCLUDE_DIAG: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Load key tile ``cols``; return (scale·c_j·q_i·k_j with -inf where masked, k tile, c_j)."""
-    k = tl.load(K + cols[:, None].to(tl.int64) * stride_k + dims[None, :],
-                mask=col_ok[:, None] & dim_ok[None, :], other=0.0).to(q.dtype)
-    s = tl.dot(q, tl.trans(k)) * scale
+def _tile_dot(A, B, a_rows, b_rows, a_ok, b_ok, D, stride_a, stride_b, a_tile,
+              ONE_CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr):
+    """(A[a_rows] · B[b_rows]ᵀ over all D in fp32, the last B chunk in A's dtype). With
+    ONE_CHUNK the caller's ``a_tile`` (the whole rows, loaded once) is used."""
+    dims = tl.arange(0, BLOCK_D)
+    if ONE_CHUNK:
+        b = tl.load(B + b_rows[:, None].to(tl.int64) * stride_b + dims[None, :],
+                    mask=b_ok[:, None] & (dims < D)[None, :], other=0.0).to(a_tile.dtype)
+        acc = tl.dot(a_tile, tl.trans(b), input_precision=DOT)
+    else:
+        acc = tl.zeros((a_rows.shape[0], b_rows.shape[0]), tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            cur = d0 + dims
+            a = tl.load(A + a_rows[:, None].to(tl.int64) * stride_a + cur[None, :],
+                        mask=a_ok[:, None] & (cur < D)[None, :], other=0.0)
+            b = tl.load(B + b_rows[:, None].to(tl.int64) * stride_b + cur[None, :],
+                        mask=b_ok[:, None] & (cur < D)[None, :], other=0.0).to(a.dtype)
+            acc += tl.dot(a, tl.trans(b), input_precision=DOT)
+    return acc, b
+
+
+@triton.jit
+def _load_rows(X, rows, ok, d0, D, stride, BLOCK_D: tl.constexpr):
+    dims = d0 + tl.arange(0, BLOCK_D)
+    return tl.load(X + rows[:, None].to(tl.int64) * stride + dims[None, :],
+                   mask=ok[:, None] & (dims < D)[None, :], other=0.0)
+
+
+@triton.jit
+def _logits2(Q, K, COL_SCALE, rows, cols, row_ok, col_ok, D, stride_q, stride_k, scale2, q,
+             HAS_COL_SCALE: tl.constexpr, EXCLUDE_DIAG: tl.constexpr, ONE_CHUNK: tl.constexpr,
+             BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr):
+    """Logits of a tile in log2 units, scale2·c_j·q_i·k_j (-inf where masked); the key chunk
+    (whole rows with ONE_CHUNK) and c_j."""
+    s, k = _tile_dot(Q, K, rows, cols, row_ok, col_ok, D, stride_q, stride_k, q,
+                     ONE_CHUNK, BLOCK_D, DOT)
+    s = s * scale2
     c = tl.full((BLOCK_N,), 1.0, tl.float32)
     if HAS_COL_SCALE:
         c = tl.load(COL_SCALE + cols, mask=col_ok, other=0.0)
@@ -72,55 +113,51 @@ def _logits_tile(q, K, COL_SCALE, rows, cols, dims, col_ok, dim_ok, stride_k, sc
     return tl.where(valid, s, float("-inf")), k, c
 
 
-@triton.autotune(configs=_configs(), key=["D", "HAS_COL_SCALE", "EXCLUDE_DIAG"])
 @triton.jit
-def _info_nce_fwd(Q, K, COL_SCALE, LSE_PART, M, N, D, stride_q, stride_k, scale, cols_per_split,
+def _info_nce_fwd(Q, K, COL_SCALE, LSE_PART, M, N, D, stride_q, stride_k, scale2, cols_per_split,
                   HAS_COL_SCALE: tl.constexpr, EXCLUDE_DIAG: tl.constexpr,
-                  FIXED_MAX: tl.constexpr, BLOCK_D: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                  FIXED_MAX: tl.constexpr, ONE_CHUNK: tl.constexpr, DOT: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """LSE_PART[split, i] = log2 Σ_j 2^(s2_ij) over this split's keys."""
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, BLOCK_D)
     row_ok = rows < M
-    dim_ok = dims < D
-    q = tl.load(Q + rows[:, None].to(tl.int64) * stride_q + dims[None, :],
-                mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+    q = _load_rows(Q, rows, row_ok, 0, D, stride_q, BLOCK_D)
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     if FIXED_MAX:
-        m_i = tl.full((BLOCK_M,), 1.0, tl.float32) * scale
+        m_i = tl.full((BLOCK_M,), 1.0, tl.float32) * scale2
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     start = pid_s * cols_per_split
     end = tl.minimum(start + cols_per_split, N)
     for n0 in range(start, end, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < end
-        s, k, c = _logits_tile(q, K, COL_SCALE, rows, cols, dims, col_ok, dim_ok, stride_k,
-                               scale, HAS_COL_SCALE, EXCLUDE_DIAG, BLOCK_N)
+        s, k, c = _logits2(Q, K, COL_SCALE, rows, cols, row_ok, cols < end, D, stride_q,
+                           stride_k, scale2, q, HAS_COL_SCALE, EXCLUDE_DIAG, ONE_CHUNK,
+                           BLOCK_N, BLOCK_D, DOT)
         if FIXED_MAX:
-            l_i += tl.sum(tl.exp(s - m_i[:, None]), 1)
+            l_i += tl.sum(tl.exp2(s - m_i[:, None]), 1)
         else:
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(s - m_safe[:, None]), 1)
+            l_i = l_i * tl.exp2(m_i - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), 1)
             m_i = m_new
-    tl.store(LSE_PART + pid_s * M + rows, m_i + tl.log(l_i), mask=row_ok)
+    tl.store(LSE_PART + pid_s * M + rows, m_i + tl.log2(l_i), mask=row_ok)
 
 
-@triton.autotune(configs=_configs(), key=["D", "HAS_COL_SCALE", "EXCLUDE_DIAG"])
 @triton.jit
-def _info_nce_bwd_dq(Q, K, COL_SCALE, LSE, DLSE, DQ_PART, M, N, D, stride_q, stride_k, scale,
-                     cols_per_split, HAS_COL_SCALE: tl.constexpr, EXCLUDE_DIAG: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _info_nce_bwd_dq(Q, K, COL_SCALE, LSE2, DLSE, DQ_PART, M, N, D, stride_q, stride_k, scale2,
+                     scale, cols_per_split, HAS_COL_SCALE: tl.constexpr,
+                     EXCLUDE_DIAG: tl.constexpr, ONE_CHUNK: tl.constexpr, DOT: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """DQ_PART[split, i, chunk] = scale Σ_j g_i p_ij c_j k_j over this split's keys."""
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
+    d_out = tl.program_id(2) * BLOCK_D
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, BLOCK_D)
     row_ok = rows < M
-    dim_ok = dims < D
-    q = tl.load(Q + rows[:, None].to(tl.int64) * stride_q + dims[None, :],
-                mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
-    lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
+    q = _load_rows(Q, rows, row_ok, 0, D, stride_q, BLOCK_D)
+    lse2 = tl.load(LSE2 + rows, mask=row_ok, other=0.0)
     g = tl.load(DLSE + rows, mask=row_ok, other=0.0) * scale
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     start = pid_s * cols_per_split
@@ -128,27 +165,32 @@ def _info_nce_bwd_dq(Q, K, COL_SCALE, LSE, DLSE, DQ_PART, M, N, D, stride_q, str
     for n0 in range(start, end, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
         col_ok = cols < end
-        s, k, c = _logits_tile(q, K, COL_SCALE, rows, cols, dims, col_ok, dim_ok, stride_k,
-                               scale, HAS_COL_SCALE, EXCLUDE_DIAG, BLOCK_N)
-        ds = tl.exp(s - lse[:, None]) * g[:, None] * c[None, :]
-        acc += tl.dot(ds.to(k.dtype), k)
+        s, k, c = _logits2(Q, K, COL_SCALE, rows, cols, row_ok, col_ok, D, stride_q, stride_k,
+                           scale2, q, HAS_COL_SCALE, EXCLUDE_DIAG, ONE_CHUNK, BLOCK_N, BLOCK_D,
+                           DOT)
+        ds = tl.exp2(s - lse2[:, None]) * g[:, None]
+        if not ONE_CHUNK:
+            k = _load_rows(K, cols, col_ok, d_out, D, stride_k, BLOCK_D).to(q.dtype)
+        if HAS_COL_SCALE:  # c_j into the keys (unit rows), not ds: c_j of a zero row is 1e12
+            k = (k.to(tl.float32) * c[:, None]).to(q.dtype)
+        acc += tl.dot(ds.to(k.dtype), k, input_precision=DOT)
+    dims = d_out + tl.arange(0, BLOCK_D)
     out = DQ_PART + (pid_s * M + rows[:, None]).to(tl.int64) * D + dims[None, :]
-    tl.store(out, acc, mask=row_ok[:, None] & dim_ok[None, :])
+    tl.store(out, acc, mask=row_ok[:, None] & (dims < D)[None, :])
 
 
-@triton.autotune(configs=_configs(), key=["D", "HAS_COL_SCALE", "EXCLUDE_DIAG"])
 @triton.jit
-def _info_nce_bwd_dk(Q, K, COL_SCALE, LSE, DLSE, DK_PART, M, N, D, stride_q, stride_k, scale,
-                     rows_per_split, HAS_COL_SCALE: tl.constexpr, EXCLUDE_DIAG: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _info_nce_bwd_dk(Q, K, COL_SCALE, LSE2, DLSE, DK_PART, M, N, D, stride_q, stride_k, scale2,
+                     scale, rows_per_split, HAS_COL_SCALE: tl.constexpr,
+                     EXCLUDE_DIAG: tl.constexpr, ONE_CHUNK: tl.constexpr, DOT: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """DK_PART[split, j, chunk] = scale c_j Σ_i g_i p_ij q_i over this split's rows."""
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
+    d_out = tl.program_id(2) * BLOCK_D
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    dims = tl.arange(0, BLOCK_D)
     col_ok = cols < N
-    dim_ok = dims < D
-    k = tl.load(K + cols[:, None].to(tl.int64) * stride_k + dims[None, :],
-                mask=col_ok[:, None] & dim_ok[None, :], other=0.0).to(Q.dtype.element_ty)
+    k = _load_rows(K, cols, col_ok, 0, D, stride_k, BLOCK_D)
     c = tl.full((BLOCK_N,), 1.0, tl.float32)
     if HAS_COL_SCALE:
         c = tl.load(COL_SCALE + cols, mask=col_ok, other=0.0)
@@ -158,66 +200,78 @@ def _info_nce_bwd_dk(Q, K, COL_SCALE, LSE, DLSE, DK_PART, M, N, D, stride_q, str
     for m0 in range(start, end, BLOCK_M):
         rows = m0 + tl.arange(0, BLOCK_M)
         row_ok = rows < end
-        q = tl.load(Q + rows[:, None].to(tl.int64) * stride_q + dims[None, :],
-                    mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
-        lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
+        s_t, q = _tile_dot(K, Q, cols, rows, col_ok, row_ok, D, stride_k, stride_q, k,
+                           ONE_CHUNK, BLOCK_D, DOT)  # logits, transposed: BLOCK_N×BLOCK_M
+        s_t = s_t * (scale2 * c[:, None])
+        lse2 = tl.load(LSE2 + rows, mask=row_ok, other=0.0)
         g = tl.load(DLSE + rows, mask=row_ok, other=0.0)
-        s_t = tl.dot(k, tl.trans(q)) * (scale * c[:, None])  # logits, transposed: BLOCK_N×BLOCK_M
         valid = row_ok[None, :] & col_ok[:, None]
         if EXCLUDE_DIAG:
             valid = valid & (cols[:, None] != rows[None, :])
-        p_t = tl.where(valid, tl.exp(s_t - lse[None, :]), 0.0)
-        acc += tl.dot((p_t * g[None, :] * (scale * c[:, None])).to(q.dtype), q)
+        p_t = tl.where(valid, tl.exp2(s_t - lse2[None, :]), 0.0)
+        if not ONE_CHUNK:
+            q = _load_rows(Q, rows, row_ok, d_out, D, stride_q, BLOCK_D).to(k.dtype)
+        acc += tl.dot((p_t * g[None, :] * (scale * c[:, None])).to(q.dtype), q,
+                      input_precision=DOT)
+    dims = d_out + tl.arange(0, BLOCK_D)
     out = DK_PART + (pid_s * N + cols[:, None]).to(tl.int64) * D + dims[None, :]
-    tl.store(out, acc, mask=col_ok[:, None] & dim_ok[None, :])
+    tl.store(out, acc, mask=col_ok[:, None] & (dims < D)[None, :])
 
 
-def _splits(own_tiles: int, other_len: int, device: torch.device) -> tuple[int, int]:
+def _splits(own_tiles: int, other_len: int, unit: int, device: torch.device) -> tuple[int, int]:
     """Split the reduction axis (length other_len) when own_tiles programs cannot fill the device.
 
-    Returns (number of splits, elements per split, a multiple of SPLIT_UNIT)."""
+    Returns (number of splits, elements per split, a multiple of the tile ``unit``)."""
     want = max(1, num_programs_target(device) // max(own_tiles, 1))
-    per = triton.cdiv(triton.cdiv(other_len, want), SPLIT_UNIT) * SPLIT_UNIT
+    per = triton.cdiv(triton.cdiv(other_len, want), unit) * unit
     return triton.cdiv(other_len, per), per
 
 
-def _common(q, k, col_scale, scale, exclude_diag):
+def _launch_args(q, k, col_scale, scale, exclude_diag):
+    """(config, keyword arguments shared by the three kernels)."""
     m, d = q.shape
-    return dict(
-        M=m, N=k.shape[0], D=d, stride_q=q.stride(0), stride_k=k.stride(0), scale=scale,
-        HAS_COL_SCALE=col_scale is not None, EXCLUDE_DIAG=exclude_diag,
-        BLOCK_D=max(16, triton.next_power_of_2(d)),
+    cfg = config(d, q.dtype, m, k.shape[0])
+    kw = dict(
+        M=m, N=k.shape[0], D=d, stride_q=q.stride(0), stride_k=k.stride(0),
+        scale2=scale * LOG2E, HAS_COL_SCALE=col_scale is not None, EXCLUDE_DIAG=exclude_diag,
+        ONE_CHUNK=d <= cfg.BLOCK_D, DOT="tf32x3" if q.dtype == torch.float32 else "tf32",
+        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=cfg.BLOCK_D,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
+    return cfg, kw
 
 
 def _lse_forward(q, k, col_scale, scale, exclude_diag):
-    args = _common(q, k, col_scale, scale, exclude_diag)
-    n_split, per = _splits(triton.cdiv(args["M"], 64), args["N"], q.device)
-    part = new_output(n_split, args["M"], device=q.device)
+    cfg, kw = _launch_args(q, k, col_scale, scale, exclude_diag)
+    m, n = kw["M"], kw["N"]
+    n_split, per = _splits(triton.cdiv(m, cfg.BLOCK_M), n, cfg.BLOCK_N, q.device)
+    part = new_output(n_split, m, device=q.device)
     cs = col_scale if col_scale is not None else q
-    grid = lambda meta: (triton.cdiv(args["M"], meta["BLOCK_M"]), n_split)
-    _info_nce_fwd[grid](q, k, cs, part, cols_per_split=per,
-                        FIXED_MAX=scale <= FIXED_MAX_LIMIT, **args)
-    return part[0] if n_split == 1 else torch.logsumexp(part, dim=0)
+    _info_nce_fwd[(triton.cdiv(m, cfg.BLOCK_M), n_split)](
+        q, k, cs, part, cols_per_split=per, FIXED_MAX=scale <= FIXED_MAX_LIMIT, **kw)
+    lse = part * math.log(2)  # base 2 → natural
+    return lse[0] if n_split == 1 else torch.logsumexp(lse, dim=0)
 
 
 def _lse_backward(grad, q, k, col_scale, lse, scale, exclude_diag, need_dq, need_dk):
-    args = _common(q, k, col_scale, scale, exclude_diag)
-    m, n, d = args["M"], args["N"], args["D"]
+    cfg, kw = _launch_args(q, k, col_scale, scale, exclude_diag)
+    m, n, d = kw["M"], kw["N"], kw["D"]
+    chunks = triton.cdiv(d, cfg.BLOCK_D)
     cs = col_scale if col_scale is not None else q
     grad = grad.float().contiguous()
+    lse2 = lse * LOG2E
     dq = dk = q.new_empty(0)
     if need_dq:
-        n_split, per = _splits(triton.cdiv(m, 64), n, q.device)
+        n_split, per = _splits(triton.cdiv(m, cfg.BLOCK_M) * chunks, n, cfg.BLOCK_N, q.device)
         part = new_output(n_split, m, d, device=q.device)
-        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), n_split)
-        _info_nce_bwd_dq[grid](q, k, cs, lse, grad, part, cols_per_split=per, **args)
+        _info_nce_bwd_dq[(triton.cdiv(m, cfg.BLOCK_M), n_split, chunks)](
+            q, k, cs, lse2, grad, part, scale=scale, cols_per_split=per, **kw)
         dq = part.sum(0).to(q.dtype)
     if need_dk:
-        n_split, per = _splits(triton.cdiv(n, 64), m, q.device)
+        n_split, per = _splits(triton.cdiv(n, cfg.BLOCK_N) * chunks, m, cfg.BLOCK_M, q.device)
         part = new_output(n_split, n, d, device=q.device)
-        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), n_split)
-        _info_nce_bwd_dk[grid](q, k, cs, lse, grad, part, rows_per_split=per, **args)
+        _info_nce_bwd_dk[(triton.cdiv(n, cfg.BLOCK_N), n_split, chunks)](
+            q, k, cs, lse2, grad, part, scale=scale, rows_per_split=per, **kw)
         dk = part.sum(0).to(k.dtype)
     return dq, dk
 

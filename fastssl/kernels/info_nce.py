@@ -58,9 +58,11 @@ def config(d: int, dtype: torch.dtype, m: int, n: int) -> Config:
     every variant `supports` admits for spills and shared memory). Not tuned on a GPU yet."""
     if INTERPRET:  # few, small tiles: the interpreter pays per tile step
         return Config(32, 32, min(max(16, triton.next_power_of_2(d)), 128), 4, 1)
-    block_d = min(max(16, triton.next_power_of_2(d)), 128 if dtype == torch.float32 else 256)
+    block_d = min(max(16, triton.next_power_of_2(d)), 64 if dtype == torch.float32 else 128)
+    if d > block_d:  # tiled over D: small tiles, no software pipelining (else ptxas spills)
+        return Config(32 if dtype == torch.float32 else 64, 32, 64, 4, 1)
     block_n = 32 if n <= 32 else 64
-    if m >= 2048 and block_d <= 128:  # large batches: bigger row tiles, fewer key re-reads
+    if m >= 2048 and dtype != torch.float32:  # large batches: bigger row tiles (fp32 spills)
         return Config(128, block_n, block_d, 8, 2)
     return Config(64, block_n, block_d, 4, 2)
 
@@ -84,6 +86,7 @@ def _tile_dot(A, B, a_rows, b_rows, a_ok, b_ok, D, stride_a, stride_b, a_tile,
             b = tl.load(B + b_rows[:, None].to(tl.int64) * stride_b + cur[None, :],
                         mask=b_ok[:, None] & (cur < D)[None, :], other=0.0).to(a.dtype)
             acc += tl.dot(a, tl.trans(b), input_precision=DOT)
+        b = a_tile  # unused by the callers: they load their chunks (compiled mode needs a value)
     return acc, b
 
 
@@ -348,12 +351,12 @@ def info_nce(
     k = F.normalize(key, dim=1).to(q.dtype)  # tl.dot wants one dtype (no-op when they agree)
     pos = (q.float() * k.float()).sum(dim=1) * scale
     if queue is None:
-        lse = contrastive_lse(q, k, None, scale, False)
-    else:
-        negatives = queue.detach()
-        inv_norm = None
-        if not queue_normalized:
-            inv_norm = 1.0 / torch.linalg.vector_norm(negatives, dim=1, dtype=torch.float32)
-            inv_norm = inv_norm.clamp_max(1e12)  # F.normalize's eps: a zero row stays zero
-        lse = torch.logaddexp(pos, contrastive_lse(q, negatives, inv_norm, scale, False))
-    return (lse - pos).mean()
+        return (contrastive_lse(q, k, None, scale, False) - pos).mean()
+    negatives = queue.detach()
+    inv_norm = None
+    if not queue_normalized:
+        inv_norm = 1.0 / torch.linalg.vector_norm(negatives, dim=1, dtype=torch.float32)
+        inv_norm = inv_norm.clamp_max(1e12)  # F.normalize's eps: a zero row stays zero
+    # logaddexp(pos, lse_neg) - pos written as softplus(lse_neg - pos): the same value, and a
+    # gradient σ(lse_neg - pos) without the cancellation σ(pos - lse_neg) - 1 at low τ
+    return F.softplus(contrastive_lse(q, negatives, inv_norm, scale, False) - pos).mean()

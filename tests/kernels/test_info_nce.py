@@ -46,7 +46,7 @@ def _info(tau, **kw):
 
 
 # (B, N queue, D): none a multiple of the 32-wide interpreter tiles except D=128 and 2048;
-# D=300 and 2048 are tiled over D (128-wide chunks in the interpreter), with few rows.
+# D=300 and 2048 are tiled over D (256-wide chunks in the interpreter), with few rows.
 WIDTHS = [(37, 300, 24), (20, 45, 128), (9, 70, 300), (3, 40, 2048)]
 
 

@@ -4,9 +4,12 @@
 
 Times forward, backward and forward+backward (median and 20/80 % quantiles), the peak memory of
 forward+backward above the inputs, and the fraction of the FLOP/byte floor reached, at the sizes
-of the papers. On a GPU: triton.testing.do_bench and torch.cuda peak memory, all three backends.
-On CPU: the reference paths only (eager and compiled), wall-clock timing and the peak resident
-memory above the inputs (sampled every millisecond). Prints a markdown table and writes
+of the papers. On a GPU, for all three backends: wall time per call (triton.testing.do_bench),
+device time and kernel launches of one forward+backward (torch.profiler), the same step replayed
+as a CUDA graph, and torch.cuda peak memory. On CPU: the reference paths only (eager and
+compiled), wall-clock timing and the peak resident memory above the inputs (sampled every
+millisecond). ``--dry-run`` runs every case once on the meta device (shapes only, seconds): a
+check of the script's plumbing that writes nothing. Prints a markdown table and writes
 ``<out>/kernels-<device>.md``.
 """
 
@@ -159,6 +162,39 @@ def _loss_fn(case: Case, mode: str):
     return torch.compile(ref) if mode == "compiled" else ref
 
 
+def _profile(full) -> tuple[float, int]:
+    """(device milliseconds, kernel launches) of one call of ``full`` on the GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        full()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(e.time_range.elapsed_us() for e in kernels) / 1e3, len(kernels)
+
+
+def _graph_ms(full) -> float | None:
+    """Median ms of ``full`` captured once as a CUDA graph and replayed (None if it cannot be
+    captured, e.g. a host sync inside)."""
+    import triton.testing
+
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up outside the capture (allocator, compilation)
+                full()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            full()
+        return float(triton.testing.do_bench(graph.replay, warmup=25, rep=100))
+    except Exception as exc:  # reported in the table as n/a
+        print(f"CUDA graph capture failed: {type(exc).__name__}: {exc}", flush=True)
+        return None
+
+
 def run_case(case: Case, mode: str, device, dtype, reps: int, warmup: int) -> dict:
     args, kwargs = case.make(device, dtype)
     fn = _loss_fn(case, mode)
@@ -184,6 +220,8 @@ def run_case(case: Case, mode: str, device, dtype, reps: int, warmup: int) -> di
     _zero_grads(args)
     if device.type == "cuda":
         row["full"] = _time(full, device, reps, warmup)
+        row["device_ms"], row["launches"] = _profile(full)
+        row["graph_ms"] = _graph_ms(full)
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -206,6 +244,11 @@ def _fmt_t(t) -> str:
     return f"{t[0]:.3f}" if t[1] == t[2] else f"{t[0]:.3f} ({t[1]:.3f}–{t[2]:.3f})"
 
 
+def _opt(row: dict, key: str) -> str:
+    value = row.get(key)
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def render(rows, cases, device_name, device, header_extra) -> str:
     peaks = _peaks(device_name) if device.type == "cuda" else None
     by_case = {c.name: c for c in cases}
@@ -215,13 +258,15 @@ def render(rows, cases, device_name, device, header_extra) -> str:
         *header_extra,
         "",
         "Times in ms: median (20 %–80 % quantiles); bwd = fwd+bwd − fwd medians. `vs compiled` = "
-        "compiled-reference fwd+bwd time / this fwd+bwd time (>1 is faster). Peak = memory of "
-        "one forward+backward above the inputs"
+        "compiled-reference fwd+bwd time / this fwd+bwd time (>1 is faster). Device ms and "
+        "launches: one fwd+bwd under torch.profiler; CUDA graph ms: the same step replayed as "
+        "a graph (GPU only). Floor: % of the roofline floor reached (fwd+bwd wall time). Peak = "
+        "memory of one forward+backward above the inputs"
         + (" (CUDA allocator)." if device.type == "cuda" else " (peak RSS delta, sampled 1 ms)."),
         "",
-        "| case | shape | backend | dtype | fwd | bwd | fwd+bwd | vs compiled | peak MiB "
-        "| floor | GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | shape | backend | dtype | fwd | bwd | fwd+bwd | vs compiled | device ms "
+        "| launches | CUDA graph ms | peak MiB | floor | GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     compiled = {r["case"]: r["full"][0] for r in rows if r["mode"] == "compiled"}
     for r in rows:
@@ -236,11 +281,24 @@ def render(rows, cases, device_name, device, header_extra) -> str:
             floor = f"{floor_s * 1e3 / full_ms:.0%}"
         lines.append(
             f"| {r['case']} | {r['shape']} | {r['mode']} | {r['dtype']} | {_fmt_t(r['fwd'])} "
-            f"| {_fmt_t(r['bwd'])} | {_fmt_t(r['full'])} | {speed} | {r['peak_mib']:.0f} "
+            f"| {_fmt_t(r['bwd'])} | {_fmt_t(r['full'])} | {speed} | {_opt(r, 'device_ms')} "
+            f"| {r.get('launches', 'n/a')} | {_opt(r, 'graph_ms')} | {r['peak_mib']:.0f} "
             f"| {floor} | {case.flops / full_ms / 1e6:.1f} |"
         )
     lines += ["", FLOOR_NOTE, ""]
     return "\n".join(lines)
+
+
+def dry_run(cases: list[Case]) -> str:
+    """Each case's reference forward+backward on meta tensors (no data, no compute)."""
+    meta = torch.device("meta")
+    for case in cases:
+        args, kwargs = case.make(meta, torch.float32)
+        out = getattr(K, case.fn)(*args, backend="torch", **kwargs)
+        if case.backward:
+            out.backward()
+        print(f"{case.name:14s} ok (meta: {case.shape})", flush=True)
+    return "dry run: no table written"
 
 
 def main(argv=None) -> str:
@@ -252,7 +310,11 @@ def main(argv=None) -> str:
     parser.add_argument("--dtype", default="", help="bfloat16|float16|float32 (default: bf16 on "
                         "GPU, fp32 on CPU; Sinkhorn scores always fp32)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--dry-run", action="store_true", help="every case once on the meta "
+                        "device (shapes only): checks the script, writes nothing")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        return dry_run([c for c in _cases() if not args.cases or c.name in args.cases.split(",")])
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cases = [c for c in _cases() if not args.cases or c.name in args.cases.split(",")]

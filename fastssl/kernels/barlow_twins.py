@@ -91,7 +91,7 @@ def _standardised(Z, rows, cols, stride, MEAN, RSTD, N, D):
 
 @triton.jit
 def _barlow_twins_fwd_gram(Z1, Z2, MEAN, RSTD, GRAM, N, D, stride1, stride2, cols_per_split,
-                           BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr):
+                           DOT: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr):
     """GRAM[split, 0] = XXᵀ and GRAM[split, 1] = YYᵀ summed over this split's features, for the
     sample tiles i ≤ j (the tile below the diagonal is stored transposed: both are symmetric)."""
     ti = tl.program_id(0)
@@ -110,8 +110,8 @@ def _barlow_twins_fwd_gram(Z1, Z2, MEAN, RSTD, GRAM, N, D, stride1, stride2, col
             xj = _standardised(Z1, rj, cols, stride1, MEAN, RSTD, N, D)
             yi = _standardised(Z2, ri, cols, stride2, MEAN + D, RSTD + D, N, D)
             yj = _standardised(Z2, rj, cols, stride2, MEAN + D, RSTD + D, N, D)
-            gram_x += tl.dot(xi, tl.trans(xj))
-            gram_y += tl.dot(yi, tl.trans(yj))
+            gram_x += tl.dot(xi, tl.trans(xj), input_precision=DOT)
+            gram_y += tl.dot(yi, tl.trans(yj), input_precision=DOT)
         ri64 = ri.to(tl.int64)
         rj64 = rj.to(tl.int64)
         ok = (ri < N)[:, None] & (rj < N)[None, :]
@@ -125,9 +125,10 @@ def _barlow_twins_fwd_gram(Z1, Z2, MEAN, RSTD, GRAM, N, D, stride1, stride2, col
 
 
 @triton.jit
-def _barlow_twins_fwd_cc(Z1, Z2, MEAN, RSTD, PART, N, D, stride1, stride2, lambd,
-                         BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr):
-    """PART[i, j] = this C tile's share of the loss: (1 - c_dd)² on, λ c_de² off the diagonal."""
+def _barlow_twins_fwd_cc(Z1, Z2, MEAN, RSTD, DIAG, PART, N, D, stride1, stride2, lambd,
+                         DOT: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr):
+    """PART[i, j] = this C tile's share of the loss: (1 - c_dd)² on, λ c_de² off the diagonal;
+    c_dd from the stats kernel's exact fp32 sums, not from the tile product."""
     ti = tl.program_id(0)
     tj = tl.program_id(1)
     ci = ti * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -137,10 +138,11 @@ def _barlow_twins_fwd_cc(Z1, Z2, MEAN, RSTD, PART, N, D, stride1, stride2, lambd
         rows = n0 + tl.arange(0, BLOCK_K)
         x = _standardised(Z1, rows, ci, stride1, MEAN, RSTD, N, D)
         y = _standardised(Z2, rows, cj, stride2, MEAN + D, RSTD + D, N, D)
-        c += tl.dot(tl.trans(x), y)
+        c += tl.dot(tl.trans(x), y, input_precision=DOT)
     c = c / N
     on = (ci[:, None] == cj[None, :]) & (ci < D)[:, None]
-    share = tl.where(on, (1.0 - c) * (1.0 - c), lambd * c * c)
+    diag = tl.load(DIAG + ci, mask=ci < D, other=0.0)
+    share = tl.where(on, (1.0 - diag[:, None]) * (1.0 - diag[:, None]), lambd * c * c)
     tl.store(PART + ti * tl.num_programs(1) + tj, tl.sum(tl.sum(share, 1), 0))
 
 
@@ -194,6 +196,8 @@ def _forward(z1, z2, lambd):
     n, d = z1.shape
     mean, rstd, diag = _stats(z1, z2)
     args = (z1, z2, mean, rstd)
+    # fp32: 3xTF32 for float32 accuracy (twice the registers: 8 warps for the Gram tiles)
+    dot = "tf32x3" if z1.dtype == torch.float32 else "tf32"
     if use_gram(n, d):
         # Few sample tiles (N=256: 4×4) cannot fill a GPU: split the feature axis too and add the
         # partial Gram matrices (N×N each, small by construction since N < 0.75·D).
@@ -203,15 +207,16 @@ def _forward(z1, z2, lambd):
         n_split = triton.cdiv(d, per)
         part = new_output(n_split, 2, n, n, device=z1.device)
         _barlow_twins_fwd_gram[(t, t, n_split)](*args, part, n, d, z1.stride(0), z2.stride(0),
-                                                per, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K)
+                                                per, DOT=dot, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K,
+                                                num_warps=8 if dot == "tf32x3" else 4)
         grams = part[0] if n_split == 1 else part.sum(0)
         frob = (grams[0] * grams[1]).sum() / (n * n)
         loss = (1 - diag).pow(2).sum() + lambd * (frob - diag.pow(2).sum())
     else:
         t = triton.cdiv(d, BLOCK_T)
         part = new_output(t, t, device=z1.device)
-        _barlow_twins_fwd_cc[(t, t)](*args, part, n, d, z1.stride(0), z2.stride(0), lambd,
-                                     BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K)
+        _barlow_twins_fwd_cc[(t, t)](*args, diag, part, n, d, z1.stride(0), z2.stride(0), lambd,
+                                     DOT=dot, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K)
         loss = part.sum()
         grams = z1.new_empty(0, dtype=torch.float32)
     return loss, mean, rstd, diag, grams

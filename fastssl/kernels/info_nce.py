@@ -1,282 +1,496 @@
-"""Fused InfoNCE: per-row logsumexp of q·kᵀ over key tiles, the logits are never materialised.
+"""Fused InfoNCE / NT-Xent: one autograd path, the logits are never materialised.
 
-The core is one op, ``contrastive_lse(q, k, col_scale, scale, exclude_diag)`` →
-``lse_i = log Σ_j exp(scale · c_j · q_i·k_j)`` (j ≠ i when ``exclude_diag``), shared by InfoNCE
-(MoCo v2 with a queue, MoCo v3 in-batch) and NT-Xent (``nt_xent.py``). The positive logit is an
-O(B·D) row-wise dot product done in PyTorch; the loss is ``mean(lse - pos)``.
+One op, ``contrastive_loss``, covers MoCo v2 (queries against a queue, the positive key apart),
+MoCo v3 (in-batch keys, target i for row i) and NT-Xent (``nt_xent.py``: z = [z1; z2] against
+itself, the diagonal excluded, row i's positive i ± N). L2 normalisation, the positive logit,
+MoCo v2's logaddexp and the mean happen inside the kernels; raw operands (bf16 stays bf16) feed
+the tensor cores and fp32 inverse norms scale the scores.
 
-Forward: FlashAttention-style online logsumexp over key tiles. Because q and k are unit vectors,
-every logit is at most ``scale`` (=1/τ), so for τ ≥ 0.025 the running maximum is replaced by the
-constant ``scale`` (no max/rescale per tile, and exp(-2·scale) cannot underflow). Small batches
-(MoCo v2: B=256 gives 2-4 row tiles) split the key axis over programs; partial logsumexps are
-merged afterwards. Backward recomputes each logit tile from the saved per-row lse; the key
-gradient kernel is skipped when keys take no gradient (the MoCo queue).
+Launches per forward + backward (the queue: <= 4; NT-Xent adds torch.cat of the views, <= 4):
+  1. ``_contrastive_fwd``: per row tile and key range (the key axis split so the grid fills the
+     device, flash-decoding style), an online logsumexp in base 2 (``exp2``, log2(e) folded into
+     the scale; fixed max 1/τ when τ >= 0.025 since unit vectors bound the logits, a running max
+     otherwise) and, when a gradient is wanted, Σ_j 2^(s_ij - m) k̂_j: partials per range.
+  2. ``_contrastive_finalize``: row programs merge the ranges and write the loss terms and the
+     query gradient; in-batch / NT-Xent, key programs (same launch) recompute their column of
+     probabilities from the merged logsumexps and write the key gradient; the last row program
+     to finish (an atomic ticket, reset after use) sums the per-tile losses in a fixed order.
+  3./4. ``_contrastive_bwd`` (backward, per input): ∂L/∂x from the stored gradient with respect
+     to the normalised rows, through the normalisation, times ``grad_output``.
+The gradients are computed in the forward (the loss is a mean, one backward is needed); the
+backward only scales them. Memory O((B + splits·B)·D), never B×N.
 
-Gradient math, with s_ij = scale·c_j·q_i·k_j, p_ij = exp(s_ij - lse_i), g_i = ∂L/∂lse_i:
-    ∂L/∂q_i = scale · Σ_j g_i p_ij c_j k_j        (row-parallel kernel, loops over key tiles)
-    ∂L/∂k_j = scale · c_j Σ_i g_i p_ij q_i        (column-parallel kernel, loops over row tiles)
-c_j (the queue's inverse norms) takes no gradient.
+Gradient math, s_ij = scale·q̂_i·k̂_j, p_ij = softmax_j, w_i = 1 (in-batch) or σ(lse_neg - pos)
+(queue: 1 - p_positive), R rows in the mean:
+    ∂L/∂q̂_i = scale·w_i·(Σ_j p̃_ij k̂_j - k̂⁺_i)/R      (p̃ over the keys of pass 1)
+    ∂L/∂k̂_j = scale·(Σ_i p_ij q̂_i - q̂⁺_j)/R          (in-batch; queue: -scale·w_j·q̂_j/R)
+    ∂L/∂x = g·r·(G - x̂ (x̂·G)), r = 1/max(‖x‖, 1e-12)   (through F.normalize)
+Tiles come from a static table (``config``) keyed on (D, dtype, M, N); D up to ``MAX_D`` is
+tiled (programs per D chunk recompute the logits). float32 operands multiply in 3xTF32.
 """
 
 from __future__ import annotations
 
-import os
+from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from fastssl.kernels.dispatch import INTERPRET, new_output, num_programs_target
+from fastssl.kernels.dispatch import INTERPRET, KERNEL_DTYPES, new_output, num_programs_target
 
-# A whole embedding row of a tile lives in registers and (pipelined) shared memory: wider inputs
-# use the reference (fp32 D=256 already needs ~225 KiB of the 227 KiB on Hopper for 128×64 tiles).
-MAX_D = {torch.float32: 256, torch.float16: 512, torch.bfloat16: 512}
-FIXED_MAX_LIMIT = 40.0  # exp(-2·scale) stays a normal fp32 number up to scale = 40
+MAX_D = 2048  # widest embedding the kernels take, in every dtype (tiled over D)
+FIXED_MAX_LIMIT = 40.0  # 2^(-2·scale·log2 e) stays a normal bf16/fp32 number up to scale = 40
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+QUEUE, PAIRS, NT_XENT = 0, 1, 2  # modes of the op
 
 
 def supports(x: torch.Tensor) -> bool:
-    return x.dim() == 2 and x.shape[1] <= MAX_D.get(x.dtype, 0)
+    return x.dim() == 2 and x.dtype in KERNEL_DTYPES and 1 <= x.shape[1] <= MAX_D
 
 
-def _configs():
-    """Tile configs for @autotune. Each extra config costs a compile per kernel variant on first
-    use, so there are two (both within Hopper's shared memory for the widest accepted D);
-    FASTSSL_AUTOTUNE=0 keeps only the first (the GPU correctness check uses that)."""
-    if INTERPRET:  # the interpreter cannot autotune, and small tiles run faster there
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4)]
-    configs = [
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
-    ]
-    return configs if os.environ.get("FASTSSL_AUTOTUNE", "1") != "0" else configs[:1]
+class Config(NamedTuple):
+    BLOCK_M: int
+    BLOCK_N: int
+    BLOCK_D: int  # D chunk: the whole row when D <= BLOCK_D
+    num_warps: int
+    num_stages: int
 
 
-SPLIT_UNIT = 128  # key ranges per program are multiples of every BLOCK_N
+def config(d: int, dtype: torch.dtype, m: int, n: int) -> Config:
+    """Static tile table keyed on (D, dtype, rows M, keys N). The chunk limits keep the tiles
+    within Hopper's shared memory and registers (the sm_90 AOT test compiles every variant
+    `supports` admits and checks spills and shared memory). Not tuned on a GPU yet."""
+    if INTERPRET:  # few, small tiles: the interpreter pays per tile step
+        return Config(32, 32, min(max(16, triton.next_power_of_2(d)), 256), 4, 1)
+    block_d = min(max(16, triton.next_power_of_2(d)), 64 if dtype == torch.float32 else 128)
+    if d > block_d:  # tiled over D: small tiles, no software pipelining (else ptxas spills)
+        return Config(32 if dtype == torch.float32 else 64, 32, 64, 4, 1)
+    block_n = 32 if n <= 32 else 64
+    if m >= 2048 and dtype != torch.float32:  # large batches: bigger row tiles (fp32 spills)
+        return Config(128, block_n, block_d, 8, 2)
+    if d % 16:  # unvectorised loads: a 64-bit address per element, smaller tiles
+        return Config(32, 32, block_d, 4, 2)
+    return Config(64, block_n, block_d, 4, 2)
 
 
 @triton.jit
-def _logits_tile(q, K, COL_SCALE, rows, cols, dims, col_ok, dim_ok, stride_k, scale,
-                 HAS_COL_SCALE: tl.constexpr, EXCLUDE_DIAG: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Load key tile ``cols``; return (scale·c_j·q_i·k_j with -inf where masked, k tile, c_j)."""
-    k = tl.load(K + cols[:, None].to(tl.int64) * stride_k + dims[None, :],
-                mask=col_ok[:, None] & dim_ok[None, :], other=0.0)
-    s = tl.dot(q, tl.trans(k)) * scale
-    c = tl.full((BLOCK_N,), 1.0, tl.float32)
-    if HAS_COL_SCALE:
-        c = tl.load(COL_SCALE + cols, mask=col_ok, other=0.0)
-        s = s * c[None, :]
-    valid = col_ok[None, :]
-    if EXCLUDE_DIAG:
-        valid = valid & (cols[None, :] != rows[:, None])
-    return tl.where(valid, s, float("-inf")), k, c
+def _load_rows(X, rows, ok, d0, D, stride, BLOCK_D: tl.constexpr):
+    dims = d0 + tl.arange(0, BLOCK_D)
+    return tl.load(X + rows[:, None].to(tl.int64) * stride + dims[None, :],
+                   mask=ok[:, None] & (dims < D)[None, :], other=0.0)
 
 
-@triton.autotune(configs=_configs(), key=["D", "HAS_COL_SCALE", "EXCLUDE_DIAG"])
 @triton.jit
-def _info_nce_fwd(Q, K, COL_SCALE, LSE_PART, M, N, D, stride_q, stride_k, scale, cols_per_split,
-                  HAS_COL_SCALE: tl.constexpr, EXCLUDE_DIAG: tl.constexpr,
-                  FIXED_MAX: tl.constexpr, BLOCK_D: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _inv_norm(X, rows, ok, D, stride, x_tile, ONE_CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """1/max(‖x_r‖, 1e-12) in fp32 (F.normalize's eps), from ``x_tile`` with ONE_CHUNK."""
+    if ONE_CHUNK:
+        xf = x_tile.to(tl.float32)
+        ssq = tl.sum(xf * xf, 1)
+    else:
+        ssq = tl.sum(tl.zeros((rows.shape[0], 2), tl.float32), 1)
+        for d0 in range(0, D, BLOCK_D):
+            xf = _load_rows(X, rows, ok, d0, D, stride, BLOCK_D).to(tl.float32)
+            ssq += tl.sum(xf * xf, 1)
+    return 1.0 / tl.maximum(tl.sqrt(ssq), 1e-12)
+
+
+@triton.jit
+def _tile_dot(A, B, a_rows, b_rows, a_ok, b_ok, D, stride_a, stride_b, a_tile,
+              ONE_CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr):
+    """(A[a_rows]·B[b_rows]ᵀ over all D in fp32, Σ b² per B row, the B rows in A's dtype when
+    ONE_CHUNK). With ONE_CHUNK the caller's ``a_tile`` (whole rows, loaded once) is used."""
+    dims = tl.arange(0, BLOCK_D)
+    if ONE_CHUNK:
+        b = tl.load(B + b_rows[:, None].to(tl.int64) * stride_b + dims[None, :],
+                    mask=b_ok[:, None] & (dims < D)[None, :], other=0.0).to(a_tile.dtype)
+        acc = tl.dot(a_tile, tl.trans(b), input_precision=DOT)
+        bf = b.to(tl.float32)
+        ssq = tl.sum(bf * bf, 1)
+    else:
+        acc = tl.zeros((a_rows.shape[0], b_rows.shape[0]), tl.float32)
+        ssq = tl.sum(tl.zeros((b_rows.shape[0], 2), tl.float32), 1)
+        for d0 in range(0, D, BLOCK_D):
+            a = _load_rows(A, a_rows, a_ok, d0, D, stride_a, BLOCK_D)
+            b = _load_rows(B, b_rows, b_ok, d0, D, stride_b, BLOCK_D).to(a.dtype)
+            acc += tl.dot(a, tl.trans(b), input_precision=DOT)
+            bf = b.to(tl.float32)
+            ssq += tl.sum(bf * bf, 1)
+        b = a_tile  # unused by the callers: they load their chunks (compiled mode needs a value)
+    return acc, ssq, b
+
+
+@triton.jit
+def _merged_lse2(M_PART, L_PART, rows, row_ok, M, n_split):
+    """(max, Σ 2^(m_s - max)·l_s, base-2 logsumexp) of the key ranges, per row."""
+    m = tl.full(rows.shape, float("-inf"), tl.float32)
+    for s in range(0, n_split):
+        m = tl.maximum(m, tl.load(M_PART + s * M + rows, mask=row_ok, other=float("-inf")))
+    m = tl.where(m == float("-inf"), 0.0, m)
+    total = tl.zeros(rows.shape, tl.float32)
+    for s in range(0, n_split):
+        m_s = tl.load(M_PART + s * M + rows, mask=row_ok, other=float("-inf"))
+        total += tl.load(L_PART + s * M + rows, mask=row_ok, other=0.0) * tl.exp2(m_s - m)
+    return m, total, m + tl.log2(total)
+
+
+@triton.jit
+def _contrastive_fwd(Q, K, M_PART, L_PART, ACC_PART, M, N, D, stride_q, stride_k, scale2,
+                     cols_per_split, KEY_NORM: tl.constexpr, EXCLUDE_DIAG: tl.constexpr,
+                     FIXED_MAX: tl.constexpr, NEED_ACC: tl.constexpr, ONE_CHUNK: tl.constexpr,
+                     DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_D: tl.constexpr):
+    """Per key range s: M_PART/L_PART[s, i] (running max and sum of 2^(s_ij - m)) and
+    ACC_PART[s, i, chunk] = Σ_j 2^(s_ij - m) k̂_j, s_ij in log2 units."""
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
+    d_out = tl.program_id(2) * BLOCK_D
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, BLOCK_D)
     row_ok = rows < M
-    dim_ok = dims < D
-    q = tl.load(Q + rows[:, None].to(tl.int64) * stride_q + dims[None, :],
-                mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+    q = _load_rows(Q, rows, row_ok, 0, D, stride_q, BLOCK_D)
+    rq2 = _inv_norm(Q, rows, row_ok, D, stride_q, q, ONE_CHUNK, BLOCK_D) * scale2
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     if FIXED_MAX:
-        m_i = tl.full((BLOCK_M,), 1.0, tl.float32) * scale
+        m_i = tl.full((BLOCK_M,), 1.0, tl.float32) * scale2
     l_i = tl.zeros((BLOCK_M,), tl.float32)
-    start = pid_s * cols_per_split
-    end = tl.minimum(start + cols_per_split, N)
-    for n0 in range(start, end, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < end
-        s, k, c = _logits_tile(q, K, COL_SCALE, rows, cols, dims, col_ok, dim_ok, stride_k,
-                               scale, HAS_COL_SCALE, EXCLUDE_DIAG, BLOCK_N)
-        if FIXED_MAX:
-            l_i += tl.sum(tl.exp(s - m_i[:, None]), 1)
-        else:
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(s - m_safe[:, None]), 1)
-            m_i = m_new
-    tl.store(LSE_PART + pid_s * M + rows, m_i + tl.log(l_i), mask=row_ok)
-
-
-@triton.autotune(configs=_configs(), key=["D", "HAS_COL_SCALE", "EXCLUDE_DIAG"])
-@triton.jit
-def _info_nce_bwd_dq(Q, K, COL_SCALE, LSE, DLSE, DQ_PART, M, N, D, stride_q, stride_k, scale,
-                     cols_per_split, HAS_COL_SCALE: tl.constexpr, EXCLUDE_DIAG: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, BLOCK_D)
-    row_ok = rows < M
-    dim_ok = dims < D
-    q = tl.load(Q + rows[:, None].to(tl.int64) * stride_q + dims[None, :],
-                mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
-    lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
-    g = tl.load(DLSE + rows, mask=row_ok, other=0.0) * scale
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     start = pid_s * cols_per_split
     end = tl.minimum(start + cols_per_split, N)
     for n0 in range(start, end, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
         col_ok = cols < end
-        s, k, c = _logits_tile(q, K, COL_SCALE, rows, cols, dims, col_ok, dim_ok, stride_k,
-                               scale, HAS_COL_SCALE, EXCLUDE_DIAG, BLOCK_N)
-        ds = tl.exp(s - lse[:, None]) * g[:, None] * c[None, :]
-        acc += tl.dot(ds.to(k.dtype), k)
-    out = DQ_PART + (pid_s * M + rows[:, None]).to(tl.int64) * D + dims[None, :]
-    tl.store(out, acc, mask=row_ok[:, None] & dim_ok[None, :])
+        s, ssk, k = _tile_dot(Q, K, rows, cols, row_ok, col_ok, D, stride_q, stride_k, q,
+                              ONE_CHUNK, BLOCK_D, DOT)
+        ck = tl.full((BLOCK_N,), 1.0, tl.float32)
+        if KEY_NORM:
+            ck = 1.0 / tl.maximum(tl.sqrt(ssk), 1e-12)
+        s = s * rq2[:, None] * ck[None, :]
+        valid = col_ok[None, :]
+        if EXCLUDE_DIAG:
+            valid = valid & (cols[None, :] != rows[:, None])
+        s = tl.where(valid, s, float("-inf"))
+        if FIXED_MAX:
+            p = tl.exp2(s - m_i[:, None])
+            l_i += tl.sum(p, 1)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp2(m_i - m_safe)
+            p = tl.exp2(s - m_safe[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
+            m_i = m_new
+        if NEED_ACC:
+            if not ONE_CHUNK:
+                k = _load_rows(K, cols, col_ok, d_out, D, stride_k, BLOCK_D).to(q.dtype)
+            kn = (k.to(tl.float32) * ck[:, None]).to(q.dtype)  # unit rows: no fp16 overflow
+            acc += tl.dot(p.to(q.dtype), kn, input_precision=DOT)
+    if tl.program_id(2) == 0:
+        tl.store(M_PART + pid_s * M + rows, m_i, mask=row_ok)
+        tl.store(L_PART + pid_s * M + rows, l_i, mask=row_ok)
+    if NEED_ACC:
+        dims = d_out + tl.arange(0, BLOCK_D)
+        out = ACC_PART + (pid_s * M + rows[:, None]).to(tl.int64) * D + dims[None, :]
+        tl.store(out, acc, mask=row_ok[:, None] & (dims < D)[None, :])
 
 
-@triton.autotune(configs=_configs(), key=["D", "HAS_COL_SCALE", "EXCLUDE_DIAG"])
 @triton.jit
-def _info_nce_bwd_dk(Q, K, COL_SCALE, LSE, DLSE, DK_PART, M, N, D, stride_q, stride_k, scale,
-                     rows_per_split, HAS_COL_SCALE: tl.constexpr, EXCLUDE_DIAG: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid_n = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    dims = tl.arange(0, BLOCK_D)
+def _finalize_rows(Q, KP, M_PART, L_PART, ACC_PART, GQ, GK, LOSS_PART, LOSS, TICKET, M, D,
+                   n_split, stride_q, stride_kp, scale, inv_rows, pos_offset, row_tiles,
+                   MODE: tl.constexpr, NEED_DQ: tl.constexpr, NEED_DK: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    prow = rows
+    if MODE == 2:
+        prow = (rows + pos_offset) % M
+    m, total, lse2 = _merged_lse2(M_PART, L_PART, rows, row_ok, M, n_split)
+    qp = tl.zeros((BLOCK_M,), tl.float32)
+    ssq = tl.zeros((BLOCK_M,), tl.float32)
+    ssp = tl.zeros((BLOCK_M,), tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        x = _load_rows(Q, rows, row_ok, d0, D, stride_q, BLOCK_D).to(tl.float32)
+        y = _load_rows(KP, prow, row_ok, d0, D, stride_kp, BLOCK_D).to(tl.float32)
+        qp += tl.sum(x * y, 1)
+        ssq += tl.sum(x * x, 1)
+        ssp += tl.sum(y * y, 1)
+    rq = 1.0 / tl.maximum(tl.sqrt(ssq), 1e-12)
+    rp = 1.0 / tl.maximum(tl.sqrt(ssp), 1e-12)
+    pos = qp * rq * rp * scale
+    lse = lse2 * 0.6931471805599453
+    w = tl.full((BLOCK_M,), 1.0, tl.float32)
+    if MODE == 0:  # logaddexp(pos, lse_neg) - pos = softplus(lse_neg - pos), gradient σ(·)
+        gap = lse - pos
+        loss = tl.maximum(gap, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(gap)))
+        w = 1.0 / (1.0 + tl.exp(-gap))
+    else:
+        loss = lse - pos
+    if NEED_DQ or NEED_DK:
+        coef = scale * inv_rows * w
+        for d0 in range(0, D, BLOCK_D):
+            dims = d0 + tl.arange(0, BLOCK_D)
+            ok = row_ok[:, None] & (dims < D)[None, :]
+            if NEED_DQ:
+                acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+                for s in range(0, n_split):
+                    m_s = tl.load(M_PART + s * M + rows, mask=row_ok, other=float("-inf"))
+                    part = ACC_PART + (s * M + rows[:, None]).to(tl.int64) * D + dims[None, :]
+                    acc += tl.load(part, mask=ok, other=0.0) * tl.exp2(m_s - m)[:, None]
+                y = _load_rows(KP, prow, row_ok, d0, D, stride_kp, BLOCK_D).to(tl.float32)
+                g = coef[:, None] * (acc / total[:, None] - y * rp[:, None])
+                tl.store(GQ + rows[:, None].to(tl.int64) * D + dims[None, :], g, mask=ok)
+            if MODE == 0 and NEED_DK:
+                xq = _load_rows(Q, rows, row_ok, d0, D, stride_q, BLOCK_D).to(tl.float32)
+                g = -coef[:, None] * xq * rq[:, None]
+                tl.store(GK + rows[:, None].to(tl.int64) * D + dims[None, :], g, mask=ok)
+    # the mean, in a fixed order: the last row tile to finish adds the per-tile sums
+    tl.store(LOSS_PART + pid, tl.sum(tl.where(row_ok, loss, 0.0), 0))
+    tl.debug_barrier()
+    if tl.atomic_add(TICKET, 1, sem="acq_rel") == row_tiles - 1:
+        acc_loss = tl.zeros((BLOCK_M,), tl.float32)
+        for t0 in range(0, row_tiles, BLOCK_M):
+            t = t0 + tl.arange(0, BLOCK_M)
+            acc_loss += tl.load(LOSS_PART + t, mask=t < row_tiles, other=0.0, cache_modifier=".cg")
+        tl.store(LOSS, tl.sum(acc_loss, 0) * inv_rows)
+        tl.atomic_xchg(TICKET, 0)
+
+
+@triton.jit
+def _key_gradient(Q, K, M_PART, L_PART, GK, M, N, D, n_split, stride_q, stride_k, scale2, scale,
+                  inv_rows, pos_offset, pid, d_chunks, MODE: tl.constexpr,
+                  EXCLUDE_DIAG: tl.constexpr, ONE_CHUNK: tl.constexpr, DOT: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """GK[j, chunk] = scale·Σ_i (p_ij - [i is j's positive]) q̂_i / R for one key tile
+    (in-batch / NT-Xent)."""
+    cols = (pid // d_chunks) * BLOCK_N + tl.arange(0, BLOCK_N)
+    d_out = (pid % d_chunks) * BLOCK_D
     col_ok = cols < N
-    dim_ok = dims < D
-    k = tl.load(K + cols[:, None].to(tl.int64) * stride_k + dims[None, :],
-                mask=col_ok[:, None] & dim_ok[None, :], other=0.0)
-    c = tl.full((BLOCK_N,), 1.0, tl.float32)
-    if HAS_COL_SCALE:
-        c = tl.load(COL_SCALE + cols, mask=col_ok, other=0.0)
+    k = _load_rows(K, cols, col_ok, 0, D, stride_k, BLOCK_D)
+    ck2 = _inv_norm(K, cols, col_ok, D, stride_k, k, ONE_CHUNK, BLOCK_D) * scale2
     acc = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
-    start = pid_s * rows_per_split
-    end = tl.minimum(start + rows_per_split, M)
-    for m0 in range(start, end, BLOCK_M):
+    for m0 in range(0, M, BLOCK_M):
         rows = m0 + tl.arange(0, BLOCK_M)
-        row_ok = rows < end
-        q = tl.load(Q + rows[:, None].to(tl.int64) * stride_q + dims[None, :],
-                    mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
-        lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
-        g = tl.load(DLSE + rows, mask=row_ok, other=0.0)
-        s_t = tl.dot(k, tl.trans(q)) * (scale * c[:, None])  # logits, transposed: BLOCK_N×BLOCK_M
-        valid = row_ok[None, :] & col_ok[:, None]
+        row_ok = rows < M
+        s_t, ssq, q = _tile_dot(K, Q, cols, rows, col_ok, row_ok, D, stride_k, stride_q, k,
+                                ONE_CHUNK, BLOCK_D, DOT)  # logits transposed: BLOCK_N×BLOCK_M
+        rq = 1.0 / tl.maximum(tl.sqrt(ssq), 1e-12)
+        _m, _total, lse2 = _merged_lse2(M_PART, L_PART, rows, row_ok, M, n_split)
+        s_t = s_t * ck2[:, None] * rq[None, :]
+        valid = col_ok[:, None] & row_ok[None, :]
         if EXCLUDE_DIAG:
             valid = valid & (cols[:, None] != rows[None, :])
-        p_t = tl.where(valid, tl.exp(s_t - lse[None, :]), 0.0)
-        acc += tl.dot((p_t * g[None, :] * (scale * c[:, None])).to(q.dtype), q)
-    out = DK_PART + (pid_s * N + cols[:, None]).to(tl.int64) * D + dims[None, :]
-    tl.store(out, acc, mask=col_ok[:, None] & dim_ok[None, :])
+        p_t = tl.where(valid, tl.exp2(s_t - lse2[None, :]), 0.0)
+        # the positive pair's -1 folded into its probability: (p - 1) exactly, where a separate
+        # -q̂⁺ after the sum would cancel Σ p q̂ at low τ
+        partner = rows[None, :] == cols[:, None]
+        if MODE == 2:
+            partner = rows[None, :] == (cols[:, None] + pos_offset) % M
+        p_t = tl.where(partner & valid, p_t - 1.0, p_t)
+        if not ONE_CHUNK:
+            q = _load_rows(Q, rows, row_ok, d_out, D, stride_q, BLOCK_D).to(k.dtype)
+        qn = (q.to(tl.float32) * rq[:, None]).to(k.dtype)
+        acc += tl.dot(p_t.to(k.dtype), qn, input_precision=DOT)
+    dims = d_out + tl.arange(0, BLOCK_D)
+    g = scale * inv_rows * acc
+    tl.store(GK + cols[:, None].to(tl.int64) * D + dims[None, :], g,
+             mask=col_ok[:, None] & (dims < D)[None, :])
 
 
-def _splits(own_tiles: int, other_len: int, device: torch.device) -> tuple[int, int]:
+@triton.jit
+def _contrastive_finalize(Q, K, KP, M_PART, L_PART, ACC_PART, GQ, GK, LOSS_PART, LOSS, TICKET,
+                          M, N, D, n_split, stride_q, stride_k, stride_kp, scale2, scale,
+                          inv_rows, pos_offset, row_tiles, d_chunks, MODE: tl.constexpr,
+                          NEED_DQ: tl.constexpr, NEED_DK: tl.constexpr,
+                          EXCLUDE_DIAG: tl.constexpr, ONE_CHUNK: tl.constexpr,
+                          DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_D: tl.constexpr):
+    """Programs [0, row_tiles): loss terms, query gradient (queue: key gradient too) and the
+    mean; the others (in-batch / NT-Xent key gradient): one key tile and D chunk each."""
+    pid = tl.program_id(0)
+    if pid < row_tiles:
+        _finalize_rows(Q, KP, M_PART, L_PART, ACC_PART, GQ, GK, LOSS_PART, LOSS, TICKET, M, D,
+                       n_split, stride_q, stride_kp, scale, inv_rows, pos_offset, row_tiles,
+                       MODE, NEED_DQ, NEED_DK, BLOCK_M, BLOCK_D)
+    else:
+        _key_gradient(Q, K, M_PART, L_PART, GK, M, N, D, n_split, stride_q, stride_k, scale2,
+                      scale, inv_rows, pos_offset, pid - row_tiles, d_chunks, MODE,
+                      EXCLUDE_DIAG, ONE_CHUNK, DOT, BLOCK_M, BLOCK_N, BLOCK_D)
+
+
+@triton.jit
+def _contrastive_bwd(X, GA, GB, GRAD, DX, M, D, stride_x, HAS_B: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """DX = grad_output·r·(G - x̂ (x̂·G)), G = GA (+ GB): the gradient through F.normalize."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    ssq = tl.zeros((BLOCK_M,), tl.float32)
+    xg = tl.zeros((BLOCK_M,), tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        x = _load_rows(X, rows, row_ok, d0, D, stride_x, BLOCK_D).to(tl.float32)
+        g = _load_rows(GA, rows, row_ok, d0, D, D, BLOCK_D)
+        if HAS_B:
+            g += _load_rows(GB, rows, row_ok, d0, D, D, BLOCK_D)
+        ssq += tl.sum(x * x, 1)
+        xg += tl.sum(x * g, 1)
+    r = 1.0 / tl.maximum(tl.sqrt(ssq), 1e-12)
+    scale = tl.load(GRAD).to(tl.float32) * r
+    proj = r * r * xg
+    for d0 in range(0, D, BLOCK_D):
+        dims = d0 + tl.arange(0, BLOCK_D)
+        x = _load_rows(X, rows, row_ok, d0, D, stride_x, BLOCK_D).to(tl.float32)
+        g = _load_rows(GA, rows, row_ok, d0, D, D, BLOCK_D)
+        if HAS_B:
+            g += _load_rows(GB, rows, row_ok, d0, D, D, BLOCK_D)
+        dx = scale[:, None] * (g - x * proj[:, None])
+        tl.store(DX + rows[:, None].to(tl.int64) * D + dims[None, :],
+                 dx.to(DX.dtype.element_ty), mask=row_ok[:, None] & (dims < D)[None, :])
+
+
+_TICKETS: dict[torch.device, torch.Tensor] = {}
+
+
+def _ticket(device: torch.device) -> torch.Tensor:
+    """A zeroed int32 counter per device; the kernel that uses it resets it to zero."""
+    if device not in _TICKETS:
+        _TICKETS[device] = torch.zeros(1, dtype=torch.int32, device=device)
+    return _TICKETS[device]
+
+
+def _splits(own_tiles: int, other_len: int, unit: int, device: torch.device) -> tuple[int, int]:
     """Split the reduction axis (length other_len) when own_tiles programs cannot fill the device.
 
-    Returns (number of splits, elements per split, a multiple of SPLIT_UNIT)."""
+    Returns (number of splits, elements per split, a multiple of the tile ``unit``)."""
     want = max(1, num_programs_target(device) // max(own_tiles, 1))
-    per = triton.cdiv(triton.cdiv(other_len, want), SPLIT_UNIT) * SPLIT_UNIT
+    per = triton.cdiv(triton.cdiv(other_len, want), unit) * unit
     return triton.cdiv(other_len, per), per
 
 
-def _common(q, k, col_scale, scale, exclude_diag):
+def _forward(q, k, queue, scale, mode, queue_normalized, need_dq, need_dk):
+    """(loss, ∂L/∂q̂ or empty, ∂L/∂k̂ or empty); q̂, k̂ the normalised rows."""
+    keys = queue if mode == QUEUE else q if mode == NT_XENT else k
+    kp = q if mode == NT_XENT else k
     m, d = q.shape
-    return dict(
-        M=m, N=k.shape[0], D=d, stride_q=q.stride(0), stride_k=k.stride(0), scale=scale,
-        HAS_COL_SCALE=col_scale is not None, EXCLUDE_DIAG=exclude_diag,
-        BLOCK_D=max(16, triton.next_power_of_2(d)),
-    )
+    n = keys.shape[0]
+    cfg = config(d, q.dtype, m, n)
+    one_chunk = d <= cfg.BLOCK_D
+    chunks = triton.cdiv(d, cfg.BLOCK_D)
+    need_acc = need_dq or (need_dk and mode != QUEUE)
+    acc_chunks = chunks if need_acc else 1
+    row_tiles = triton.cdiv(m, cfg.BLOCK_M)
+    n_split, per = _splits(row_tiles * acc_chunks, n, cfg.BLOCK_N, q.device)
+    dev = q.device
+    m_part, l_part = new_output(n_split, m, device=dev), new_output(n_split, m, device=dev)
+    acc_part = new_output(n_split, m, d, device=dev) if need_acc else m_part
+    common = dict(ONE_CHUNK=one_chunk, DOT="tf32x3" if q.dtype == torch.float32 else "tf32",
+                  BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=cfg.BLOCK_D,
+                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    fixed_max = scale <= FIXED_MAX_LIMIT and q.dtype != torch.float16  # fp16 p would underflow
+    _contrastive_fwd[(row_tiles, n_split, acc_chunks)](
+        q, keys, m_part, l_part, acc_part, m, n, d, q.stride(0), keys.stride(0), scale * LOG2E,
+        per, KEY_NORM=not (mode == QUEUE and queue_normalized), EXCLUDE_DIAG=mode == NT_XENT,
+        FIXED_MAX=fixed_max, NEED_ACC=need_acc, **common)
+    gq = new_output(m, d, device=dev) if need_dq else q.new_empty(0, dtype=torch.float32)
+    gk = new_output(kp.shape[0], d, device=dev) if need_dk else q.new_empty(0, dtype=torch.float32)
+    # the finalize's row tiles: at most 64 rows (three fp32 row×D tiles live at once)
+    fin_m = min(cfg.BLOCK_M, 64)
+    fin_tiles = triton.cdiv(m, fin_m)
+    loss_part, loss = new_output(fin_tiles, device=dev), new_output(device=dev)
+    key_programs = triton.cdiv(n, cfg.BLOCK_N) * chunks if need_dk and mode != QUEUE else 0
+    _contrastive_finalize[(fin_tiles + key_programs,)](
+        q, keys, kp, m_part, l_part, acc_part, gq if need_dq else m_part,
+        gk if need_dk else m_part, loss_part, loss, _ticket(dev), m, n, d, n_split, q.stride(0),
+        keys.stride(0), kp.stride(0), scale * LOG2E, scale, 1.0 / m,
+        m // 2 if mode == NT_XENT else 0, fin_tiles, chunks, MODE=mode, NEED_DQ=need_dq,
+        NEED_DK=need_dk, EXCLUDE_DIAG=mode == NT_XENT,
+        **{**common, "BLOCK_M": fin_m, "num_warps": 8 if one_chunk else 4})
+    return loss, gq, gk
 
 
-def _lse_forward(q, k, col_scale, scale, exclude_diag):
-    args = _common(q, k, col_scale, scale, exclude_diag)
-    n_split, per = _splits(triton.cdiv(args["M"], 64), args["N"], q.device)
-    part = new_output(n_split, args["M"], device=q.device)
-    cs = col_scale if col_scale is not None else q
-    grid = lambda meta: (triton.cdiv(args["M"], meta["BLOCK_M"]), n_split)
-    _info_nce_fwd[grid](q, k, cs, part, cols_per_split=per,
-                        FIXED_MAX=scale <= FIXED_MAX_LIMIT, **args)
-    return part[0] if n_split == 1 else torch.logsumexp(part, dim=0)
+def _input_grad(grad, x, ga, gb=None):
+    m, d = x.shape
+    block_d = config(d, x.dtype, m, m).BLOCK_D
+    block_m = min(64, max(1, 4096 // block_d))  # row tiles of 4096 elements: no spills on sm_90
+    dx = new_output(m, d, device=x.device, dtype=x.dtype)
+    _contrastive_bwd[(triton.cdiv(m, block_m),)](
+        x, ga, ga if gb is None else gb, grad, dx, m, d, x.stride(0), HAS_B=gb is not None,
+        BLOCK_M=block_m, BLOCK_D=block_d, num_warps=4, num_stages=1)
+    return dx
 
 
-def _lse_backward(grad, q, k, col_scale, lse, scale, exclude_diag, need_dq, need_dk):
-    args = _common(q, k, col_scale, scale, exclude_diag)
-    m, n, d = args["M"], args["N"], args["D"]
-    cs = col_scale if col_scale is not None else q
-    grad = grad.float().contiguous()
-    dq = dk = q.new_empty(0)
-    if need_dq:
-        n_split, per = _splits(triton.cdiv(m, 64), n, q.device)
-        part = new_output(n_split, m, d, device=q.device)
-        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), n_split)
-        _info_nce_bwd_dq[grid](q, k, cs, lse, grad, part, cols_per_split=per, **args)
-        dq = part.sum(0).to(q.dtype)
-    if need_dk:
-        n_split, per = _splits(triton.cdiv(n, 64), m, q.device)
-        part = new_output(n_split, n, d, device=q.device)
-        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), n_split)
-        _info_nce_bwd_dk[grid](q, k, cs, lse, grad, part, rows_per_split=per, **args)
-        dk = part.sum(0).to(k.dtype)
+@torch.library.custom_op("fastssl::contrastive_loss", mutates_args=())
+def contrastive_loss(
+    q: torch.Tensor,
+    k: torch.Tensor | None,
+    queue: torch.Tensor | None,
+    scale: float,
+    mode: int,
+    queue_normalized: bool,
+    need_dq: bool,
+    need_dk: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean loss, ∂L/∂q̂, ∂L/∂k̂) in float32; a gradient not asked for is an empty tensor.
+    mode QUEUE: q, k (B×D pairs) and queue (N×D); PAIRS: q, k; NT_XENT: q = [z1; z2]."""
+    k_ = k.contiguous() if k is not None else None
+    queue_ = queue.contiguous() if queue is not None else None
+    return _forward(q.contiguous(), k_, queue_, scale, mode, queue_normalized, need_dq, need_dk)
+
+
+@contrastive_loss.register_fake
+def _(q, k, queue, scale, mode, queue_normalized, need_dq, need_dk):
+    f32 = dict(dtype=torch.float32)
+    rows_k = q.shape[0] if k is None else k.shape[0]
+    return (q.new_empty((), **f32), q.new_empty(q.shape if need_dq else (0,), **f32),
+            q.new_empty((rows_k, q.shape[1]) if need_dk else (0,), **f32))
+
+
+@torch.library.custom_op("fastssl::contrastive_loss_backward", mutates_args=())
+def contrastive_loss_backward(
+    grad: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor | None,
+    gq: torch.Tensor,
+    gk: torch.Tensor,
+    mode: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂L/∂q, ∂L/∂k) = grad_output × the forward's gradients through the normalisation; NT_XENT
+    adds the row and key parts of z's gradient into the first."""
+    q = q.contiguous()  # grad: a 0-d tensor the kernel reads and converts (no host sync)
+    if mode == NT_XENT:
+        return _input_grad(grad, q, gq, gk), q.new_empty(0)
+    dq = _input_grad(grad, q, gq) if gq.numel() else q.new_empty(0)
+    dk = _input_grad(grad, k.contiguous(), gk) if k is not None and gk.numel() else q.new_empty(0)
     return dq, dk
 
 
-@torch.library.custom_op("fastssl::contrastive_lse", mutates_args=())
-def contrastive_lse(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    col_scale: torch.Tensor | None,
-    scale: float,
-    exclude_diag: bool,
-) -> torch.Tensor:
-    """lse_i = log Σ_j exp(scale·c_j·q_i·k_j) (j ≠ i if exclude_diag), float32, shape [M]."""
-    return _lse_forward(q.contiguous(), k.contiguous(), col_scale, scale, exclude_diag)
-
-
-@contrastive_lse.register_fake
-def _(q, k, col_scale, scale, exclude_diag):
-    return q.new_empty(q.shape[0], dtype=torch.float32)
-
-
-@torch.library.custom_op("fastssl::contrastive_lse_backward", mutates_args=())
-def contrastive_lse_backward(
-    grad: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    col_scale: torch.Tensor | None,
-    lse: torch.Tensor,
-    scale: float,
-    exclude_diag: bool,
-    need_dq: bool,
-    need_dk: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∂L/∂q, ∂L/∂k); an empty tensor stands for a gradient that was not asked for."""
-    return _lse_backward(grad, q.contiguous(), k.contiguous(), col_scale, lse, scale,
-                         exclude_diag, need_dq, need_dk)
-
-
-@contrastive_lse_backward.register_fake
-def _(grad, q, k, col_scale, lse, scale, exclude_diag, need_dq, need_dk):
-    return (torch.empty_like(q) if need_dq else q.new_empty(0),
-            torch.empty_like(k) if need_dk else k.new_empty(0))
+@contrastive_loss_backward.register_fake
+def _(grad, q, k, gq, gk, mode):
+    dk = torch.empty_like(k) if k is not None and gk.numel() and mode != NT_XENT else q.new_empty(0)
+    return torch.empty_like(q) if gq.numel() else q.new_empty(0), dk
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, col_scale, scale, exclude_diag = inputs
-    ctx.save_for_backward(q, k, col_scale, output)
-    ctx.scale, ctx.exclude_diag = scale, exclude_diag
+    q, k, _queue, _scale, mode, _normalized, _need_dq, _need_dk = inputs
+    _, gq, gk = output
+    ctx.save_for_backward(q, k, gq, gk)
+    ctx.mode = mode
+    ctx.mark_non_differentiable(gq, gk)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for gq, gk (two launches)
 
 
-def _backward(ctx, grad):
-    q, k, col_scale, lse = ctx.saved_tensors
+def _backward(ctx, grad, *_unused):
+    q, k, gq, gk = ctx.saved_tensors
+    dq, dk = contrastive_loss_backward(grad, q, k, gq, gk, ctx.mode)
     need_dq, need_dk = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    dq, dk = contrastive_lse_backward(grad, q, k, col_scale, lse, ctx.scale, ctx.exclude_diag,
-                                      need_dq, need_dk)
-    return (dq if need_dq else None), (dk if need_dk else None), None, None, None
+    return (dq if need_dq else None), (dk if need_dk else None), None, None, None, None, None, None
 
 
-contrastive_lse.register_autograd(_backward, setup_context=_setup_context)
+contrastive_loss.register_autograd(_backward, setup_context=_setup_context)
+
+
+def needs_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
 
 
 def info_nce(
@@ -285,17 +499,11 @@ def info_nce(
     queue: torch.Tensor | None = None,
     *,
     temperature: float = 0.2,
+    queue_normalized: bool = False,
 ) -> torch.Tensor:
-    """Fused InfoNCE, same semantics as ``reference.info_nce``."""
-    scale = 1.0 / temperature
-    q = F.normalize(query, dim=1)
-    k = F.normalize(key, dim=1).to(q.dtype)  # tl.dot wants one dtype (no-op when they agree)
-    pos = (q.float() * k.float()).sum(dim=1) * scale
-    if queue is None:
-        lse = contrastive_lse(q, k, None, scale, False)
-    else:
-        negatives = queue.detach().to(q.dtype)  # e.g. an fp32 queue with bf16 autocast queries
-        inv_norm = 1.0 / torch.linalg.vector_norm(negatives, dim=1, dtype=torch.float32)
-        inv_norm = inv_norm.clamp_max(1e12)  # F.normalize's eps: a zero row stays zero
-        lse = torch.logaddexp(pos, contrastive_lse(q, negatives, inv_norm, scale, False))
-    return (lse - pos).mean()
+    """Fused InfoNCE, same semantics as ``reference.info_nce``. A normalised queue is read as
+    stored (the kernels convert each key tile to the query dtype as they load it)."""
+    mode = PAIRS if queue is None else QUEUE
+    negatives = None if queue is None else queue.detach()
+    return contrastive_loss(query, key, negatives, 1.0 / temperature, mode, queue_normalized,
+                            needs_grad(query), needs_grad(key))[0]

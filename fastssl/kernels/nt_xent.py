@@ -1,24 +1,19 @@
-"""Fused NT-Xent (SimCLR): the InfoNCE logsumexp kernel with the self-similarity masked.
+"""Fused NT-Xent (SimCLR): the contrastive op of ``info_nce.py`` in its NT_XENT mode.
 
-z = normalise([z1; z2]) (2N×D) plays both query and key of ``contrastive_lse`` with
-``exclude_diag=True``; row i's positive is its other view, an O(N·D) dot product done here. The
-2N×2N logits are never formed. Gradient math: see ``info_nce.py`` (both kernels run, since queries
-and keys are the same tensor; autograd adds the two contributions).
+z = [z1; z2] (2N×D, the one concatenation) plays both query and key: the self-similarity is
+excluded and row i's positive is row i ± N, inside the kernels; z's gradient adds the row and
+key parts in the backward kernel. The 2N×2N logits are never formed.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from fastssl.kernels.info_nce import contrastive_lse
+from fastssl.kernels.info_nce import NT_XENT, contrastive_loss, needs_grad
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, *, temperature: float = 0.5) -> torch.Tensor:
     """Fused NT-Xent, same semantics as ``reference.nt_xent``."""
-    scale = 1.0 / temperature
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
-    n = z1.shape[0]
-    pos = (z[:n].float() * z[n:].float()).sum(dim=1) * scale
-    lse = contrastive_lse(z, z, None, scale, True)
-    return (lse - torch.cat([pos, pos])).mean()
+    z = torch.cat([z1, z2.to(z1.dtype)])
+    need = needs_grad(z)
+    return contrastive_loss(z, None, None, 1.0 / temperature, NT_XENT, False, need, need)[0]

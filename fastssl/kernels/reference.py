@@ -23,12 +23,15 @@ def info_nce(
     key: torch.Tensor,
     queue: torch.Tensor | None = None,
     temperature: float = 0.2,
+    *,
+    queue_normalized: bool = False,
 ) -> torch.Tensor:
     """InfoNCE (MoCo). query, key: B×D (positive pairs row by row); queue: N×D negatives.
 
-    Inputs are L2-normalised here. Without a queue the logits are q·kᵀ/τ (B×B) with target i for
-    row i (MoCo v3); with a queue they are [q_i·k_i, q_i·queueᵀ]/τ (B×(1+N)) with target 0
-    (MoCo v2). The queue never takes a gradient. Returns the mean over the B rows.
+    Inputs are L2-normalised here (the queue only when ``queue_normalized`` is False). Without a
+    queue the logits are q·kᵀ/τ (B×B) with target i for row i (MoCo v3); with a queue they are
+    [q_i·k_i, q_i·queueᵀ]/τ (B×(1+N)) with target 0 (MoCo v2). The queue never takes a gradient.
+    Returns the mean over the B rows.
     """
     q = F.normalize(query, dim=1)
     k = F.normalize(key, dim=1).to(q.dtype)
@@ -36,7 +39,8 @@ def info_nce(
         logits = q @ k.T / temperature
         target = torch.arange(q.shape[0], device=q.device)
     else:
-        negatives = F.normalize(queue.detach(), dim=1).to(q.dtype)
+        negatives = queue.detach() if queue_normalized else F.normalize(queue.detach(), dim=1)
+        negatives = negatives.to(q.dtype)
         pos = (q * k).sum(dim=1, keepdim=True)
         logits = torch.cat([pos, q @ negatives.T], dim=1) / temperature
         target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)

@@ -1,112 +1,185 @@
-"""Compile every Triton kernel for a Hopper GPU (sm_90) without a GPU: catches what the
-interpreter cannot (type errors in compiled mode, unsupported ops, shared memory over budget).
+"""Compile the Triton kernels for a Hopper GPU (sm_90a) without a GPU, specialised exactly as at
+run time, and check each for register spills and shared memory: catches what the interpreter
+cannot (type errors in compiled mode, spills, shared memory over budget).
 
-    python tests/kernels/aot_compile.py [--all]
+    python tests/kernels/aot_compile.py
 
-Must run without TRITON_INTERPRET (``test_aot_compile.py`` starts it in a subprocess). Default:
-for each kernel variant, configs in order until one fits in shared memory; ``--all``: every
-config, more dtypes. A config over the shared-memory budget is "pruned" (the autotuner skips it
-at run time); a compile error, or a variant with no fitting config, fails (exit code 1).
+Must run without TRITON_INTERPRET (``test_aot_compile.py`` starts it in a subprocess). The
+launchers run on CPU tensors with every kernel launch recorded instead of run; each recorded
+launch is compiled with the specialisation Triton would give those arguments (16-divisible ints
+and aligned pointers get ``tt.divisibility``, ints equal to 1 become constants), then ptxas -v
+reports registers and spills. InfoNCE / NT-Xent: bf16 and fp32 at the widest single-chunk width
+of the tile table (both row-tile sizes) and the widest tiled width (2048; bf16 also 2047), fp16
+(which compiles like bf16) at one width, each in the queue (fixed max), in-batch (running max,
+key gradient) and NT-Xent modes, forward and backward; narrower widths map to smaller tiles of
+the same rows. Exit code 1 on a compile error, a spill (except
+``known_spill``) or shared memory over the limit.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 
+import torch
 import triton
-from triton.backends.compiler import GPUTarget
+from triton._C.libtriton import native_specialize_impl
+from triton.backends.compiler import BaseBackend, GPUTarget
 from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
 
 TARGET = GPUTarget("cuda", 90, 32)
 SMEM_LIMIT = 227 * 1024  # H100/H200 shared memory per block
-FLOAT_SCALARS = {"scale", "inv_eps", "eps", "lambd"}
-DATA_POINTERS = {"Q", "K", "Z1", "Z2", "Z", "DZ", "S"}  # the input dtype; other pointers fp32
-POINTERS = {
-    "info_nce": {"Q", "K", "COL_SCALE", "LSE_PART", "LSE", "DLSE", "DQ_PART", "DK_PART"},
-    "barlow": {"Z1", "Z2", "MEAN", "RSTD", "DIAG", "PART", "GRAM", "DX", "Z", "DZ"},
-    "sinkhorn": {"S", "F", "PART", "G", "OUT"},
-}
+LAUNCH_OPTIONS = ("num_warps", "num_stages")
+# Known to spill on sm_90 (reported, not failed; docs/kernels.md): float32 operands in 3xTF32
+# (hi/lo operand splits double the registers; even 32×32 tiles spill), and widths that are not a
+# multiple of 16 (unvectorised loads keep a 64-bit address per element). Every bf16/fp16 variant
+# of a 16-divisible width, the production case, must compile without spills.
 
 
-def _compile(jit_fn, dtype: str, constexprs: dict, num_warps: int, num_stages: int):
-    pointers = POINTERS[jit_fn.__name__.split("_")[1] if "info" not in jit_fn.__name__
-                        else "info_nce"]
-    sig = {}
-    for name in jit_fn.arg_names:
-        if name in constexprs:
-            sig[name] = "constexpr"
-        elif name in pointers:
-            sig[name] = f"*{dtype}" if name in DATA_POINTERS else "*fp32"
-        else:
-            sig[name] = "fp32" if name in FLOAT_SCALARS else "i32"
-    src = ASTSource(fn=jit_fn, signature=sig, constexprs=constexprs)
-    opts = {"num_warps": num_warps, "num_stages": num_stages}
-    return triton.compile(src, target=TARGET, options=opts)
+def known_spill(constexprs: dict, attrs: dict, d_index: int | None) -> bool:
+    if constexprs.get("DOT") == "tf32x3":
+        return True
+    return d_index is not None and (d_index,) not in attrs and "D" not in constexprs
 
 
-def jobs(every_config: bool):
-    """Yield lists of alternatives (kernel, dtype, constexprs, warps, stages): each list needs one
-    member that compiles within the shared-memory budget, as the autotuner prunes the others."""
+def record_launches(call) -> list[tuple]:
+    """Run ``call()`` with every @triton.jit launch recorded, not executed."""
+    launches = []
+
+    def fake_run(self, *args, grid, warmup, **kwargs):
+        launches.append((self, args, kwargs))
+
+    real = JITFunction.run
+    JITFunction.run = fake_run  # type: ignore[method-assign]
+    try:
+        call()
+    finally:
+        JITFunction.run = real  # type: ignore[method-assign]
+    return launches
+
+
+def specialise(jit_fn: JITFunction, args: tuple, kwargs: dict):
+    """(signature, constexprs, attrs, options) as Triton's launcher derives them."""
+    values = dict(zip(jit_fn.arg_names[:len(args)], args, strict=True))
+    values.update({k: v for k, v in kwargs.items() if k not in LAUNCH_OPTIONS})
+    signature, constexprs, attrs = {}, {}, {}
+    for i, param in enumerate(jit_fn.params):
+        value = values[param.name]
+        if param.is_constexpr:
+            signature[param.name], constexprs[param.name] = "constexpr", value
+            continue
+        ty, key = native_specialize_impl(BaseBackend, value, False, True, True)
+        signature[param.name] = ty
+        if ty == "constexpr":
+            constexprs[param.name] = value
+        elif key == "D":
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    options = {k: kwargs.get(k, d) for k, d in (("num_warps", 4), ("num_stages", 3))}
+    return signature, constexprs, attrs, options
+
+
+def ptxas_usage(ptx: str) -> tuple[int, int]:
+    """(registers, spill bytes) of the kernel, from ptxas -v."""
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(ptx)
+        f.flush()
+        out = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", f.name, "-o", os.devnull],
+                             capture_output=True, text=True, check=True).stderr
+    regs = int(re.search(r"Used (\d+) registers", out).group(1))  # type: ignore[union-attr]
+    spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", out))
+    return regs, spills
+
+
+def _fwd_bwd(ik, q, k, queue, scale, mode, normalized):
+    _loss, gq, gk = ik._forward(q, k, queue, scale, mode, normalized, True, True)
+    grad = torch.ones(())
+    if mode == ik.NT_XENT:
+        ik._input_grad(grad, q, gq, gk)
+    else:
+        ik._input_grad(grad, q, gq)
+
+
+def info_nce_launches() -> list[tuple]:
     ik = importlib.import_module("fastssl.kernels.info_nce")
-    bt = importlib.import_module("fastssl.kernels.barlow_twins")
+    ik.num_programs_target = lambda device: 264  # an H100/H200: 2 programs per SM
+    ik._ticket = lambda device: torch.zeros(1, dtype=torch.int32)
+    launches = []
+    for dtype in (torch.bfloat16, torch.float32, torch.float16):
+        widest = ik.config(1, dtype, 1, 1000).BLOCK_D
+        while ik.config(widest * 2, dtype, 1, 1000).BLOCK_D == widest * 2:
+            widest *= 2
+        # (width, rows): the widest single-chunk width at both row-tile sizes of the table, the
+        # widest tiled width; bf16 also 2047 (unvectorised); fp16 compiles like bf16: one case
+        shapes = [(widest, 256), (widest, 4096), (ik.MAX_D, 256)]
+        shapes = {torch.bfloat16: shapes + [(ik.MAX_D - 1, 256)],
+                  torch.float16: shapes[:1]}.get(dtype, shapes)
+        for d, m in shapes:
+            q, k = torch.randn(m, d, dtype=dtype), torch.randn(m, d, dtype=dtype)
+            queue = torch.randn(1000, d, dtype=dtype)
+            # queue (fixed max), in-batch pairs (running max, key gradient), NT-Xent
+            for keys, negatives, scale, mode in ((k, queue, 5.0, ik.QUEUE),
+                                                 (k, None, 100.0, ik.PAIRS),
+                                                 (None, None, 2.0, ik.NT_XENT)):
+                launches += record_launches(functools.partial(
+                    _fwd_bwd, ik, q, keys, negatives, scale, mode, False))
+    return launches
+
+
+def other_launches() -> list[tuple]:
+    """Barlow Twins (both paths) and Sinkhorn at the benchmark's shapes, bf16 and fp32."""
+    bk = importlib.import_module("fastssl.kernels.barlow_twins")
     sk = importlib.import_module("fastssl.kernels.sinkhorn")
-    # smallest pipelined tile first: the default run stops at the first config that fits
-    configs = sorted(ik._configs(), key=lambda c: c.kwargs["BLOCK_N"] * c.num_stages)
-    variants = [("bf16", 512, False, True), ("fp32", 256, True, False)]  # widest `supports` takes
-    if every_config:
-        variants.append(("fp16", 64, False, False))
-    for kernel in (ik._info_nce_fwd, ik._info_nce_bwd_dq, ik._info_nce_bwd_dk):
-        for dtype, block_d, has_cs, diag in variants:
-            group = []
-            for cfg in configs:
-                const = dict(HAS_COL_SCALE=has_cs, EXCLUDE_DIAG=diag, BLOCK_D=block_d, **cfg.kwargs)
-                if "FIXED_MAX" in kernel.fn.arg_names:
-                    const["FIXED_MAX"] = dtype != "fp32"  # both branches across the dtypes
-                group.append((kernel.fn, dtype, const, cfg.num_warps, cfg.num_stages))
-            yield group
-    for dtype in ("bf16", "fp32") if every_config else ("bf16",):
-        tiles = dict(BLOCK_T=bt.BLOCK_T, BLOCK_K=bt.BLOCK_K)
-        cols = dict(BLOCK_ROWS=bt.BLOCK_ROWS, BLOCK_COLS=bt.BLOCK_COLS)
-        blocks = dict(BLOCK_B=sk.BLOCK_B, BLOCK_K=sk.BLOCK_K)
-        yield [(bt._barlow_twins_stats, dtype, cols, 4, 2)]
-        yield [(bt._barlow_twins_fwd_gram, dtype, tiles, 4, 2)]
-        yield [(bt._barlow_twins_fwd_cc, dtype, tiles, 4, 2)]
-        yield [(bt._barlow_twins_bwd, dtype, cols, 4, 2)]
-        yield [(sk._sinkhorn_fwd_col, dtype, blocks, 4, 2)]
-        yield [(sk._sinkhorn_fwd_row, dtype, dict(WRITE_OUT=w, **blocks), 4, 2) for w in (0, 1)]
+    launches = []
+    for dtype in (torch.bfloat16, torch.float32):
+        for n, d in ((64, 1024), (512, 256)):  # Gram path, tiled-C path
+            z1, z2 = torch.randn(n, d, dtype=dtype), torch.randn(n, d, dtype=dtype)
+            launches += record_launches(functools.partial(bk._forward, z1, z2, 0.005))
+        launches += record_launches(functools.partial(
+            sk._sinkhorn_forward, torch.randn(512, 3000, dtype=dtype), 0.05, 2, False))
+    return launches
 
 
-def main(argv: list[str]) -> int:
+def main() -> int:
     assert os.environ.get("TRITON_INTERPRET", "0") in ("", "0"), "run without TRITON_INTERPRET"
-    every = "--all" in argv
-    failures = 0
-    for group in jobs(every):
-        fits = errors = 0
-        for jit_fn, dtype, const, warps, stages in group:
-            label = f"{jit_fn.__name__} {dtype} {const} w{warps} s{stages}"
-            t0 = time.perf_counter()
-            try:
-                smem = _compile(jit_fn, dtype, const, warps, stages).metadata.shared
-            except Exception as exc:  # a compile error fails whatever the config
-                errors += 1
-                print(f"FAIL {label}: {type(exc).__name__}: {str(exc)[-1500:]}", flush=True)
-                continue
-            fit = smem <= SMEM_LIMIT
-            fits += fit
-            print(f"{'ok    ' if fit else 'pruned'} {label}: smem {smem} B "
-                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
-            if fit and not every and "WRITE_OUT" not in const:
-                break
-        if errors or not fits:
+    seen, failures = set(), 0
+    launches = info_nce_launches() + other_launches()
+    for jit_fn, args, kwargs in launches:
+        signature, constexprs, attrs, options = specialise(jit_fn, args, kwargs)
+        key = (jit_fn.__name__, str(sorted(signature.items())), str(sorted(constexprs.items())),
+               str(attrs), str(options))
+        if key in seen:
+            continue
+        seen.add(key)
+        label = (f"{jit_fn.__name__} {signature[jit_fn.arg_names[0]]} "
+                 f"{ {k: v for k, v in constexprs.items() if k.isupper()} } {options}")
+        t0 = time.perf_counter()
+        try:
+            src = ASTSource(fn=jit_fn, signature=signature, constexprs=constexprs, attrs=attrs)
+            compiled = triton.compile(src, target=TARGET, options=options)
+            regs, spills = ptxas_usage(compiled.asm["ptx"])
+        except Exception as exc:  # a compile error fails whatever the variant
             failures += 1
-            if not fits:
-                print(f"FAIL {group[0][0].__name__} {group[0][1]}: no config fits", flush=True)
-    print(f"{failures} failure(s)")
+            print(f"FAIL {label}: {type(exc).__name__}: {str(exc)[-1500:]}", flush=True)
+            continue
+        smem = compiled.metadata.shared
+        d_index = jit_fn.arg_names.index("D") if "D" in jit_fn.arg_names else None
+        known = spills > 0 and known_spill(constexprs, attrs, d_index)
+        ok = (spills == 0 or known) and smem <= SMEM_LIMIT
+        failures += not ok
+        status = "known spill" if known else "ok  " if ok else "FAIL"
+        print(f"{status} {label}: {regs} regs, {spills} B spilled, smem "
+              f"{smem} B ({time.perf_counter() - t0:.1f} s)", flush=True)
+    print(f"{len(seen)} variants, {failures} failure(s)")
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastssl.kernels import dispatch
-
 # (dtype, atol, rtol) of a kernel against the float64 reference. bf16 is not listed: tl.dot in
 # bf16 is wrong in Triton's interpreter (triton#11584); the GPU suite checks bf16.
 CASES = [
@@ -14,11 +12,9 @@ CASES = [
     pytest.param(torch.float16, 3e-3, 3e-3, id="fp16"),
 ]
 
-needs_interpreter = pytest.mark.skipif(
-    not (dispatch.HAS_TRITON and dispatch.INTERPRET),
-    reason="Triton kernels on CPU need TRITON_INTERPRET=1 before fastssl.kernels is imported "
-    "(set in tests/kernels/conftest.py; another test directory imported it first)",
-)
+# Skips without triton; fails loudly when TRITON_INTERPRET=0 leaves no way to run the kernels
+# (the `interpreter` fixture in conftest.py).
+needs_interpreter = pytest.mark.usefixtures("interpreter")
 
 
 def leaf(x: torch.Tensor, dtype: torch.dtype, grad: bool = True) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Every Triton kernel compiles for sm_90 (no GPU needed), within the shared-memory budget."""
+"""Every Triton kernel variant, specialised as at run time, compiles for sm_90 (no GPU needed)
+without register spills and within the shared-memory budget (see aot_compile.py)."""
 
 from __future__ import annotations
 

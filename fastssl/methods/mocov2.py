@@ -125,7 +125,8 @@ class MoCoV2(Method):
             q = self._split_bn(self._query, views[qi])
             k = self._keys_of(views[ki])
             keys.append(F.normalize(k.float(), dim=1))
-            losses.append(info_nce(q, k, self.queue, temperature=self.temperature))
+            losses.append(info_nce(q, k, self.queue, temperature=self.temperature,
+                                   queue_normalized=True))
         # the keys are enqueued after the step (on_train_step_end)
         return {"loss": torch.stack(losses).sum(), "keys": torch.cat(keys)}
 

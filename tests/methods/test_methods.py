@@ -156,6 +156,33 @@ def test_mocov2_queue_pointer_advances_and_wraps():
     assert model.queue.grad is None and not model.queue.requires_grad
 
 
+def test_mocov2_reads_its_queue_as_stored():
+    """The queue is normalised and converted once, at enqueue: a step neither converts it nor
+    re-normalises it (only the score matmul reads it)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    cfg, model = tiny("mocov2", queue_size=64)
+    queue_ptr = model.queue.data_ptr()
+
+    class QueueOps(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            flat = [*args, *(kwargs or {}).values()]
+            if any(isinstance(a, torch.Tensor) and a.data_ptr() == queue_ptr for a in flat):
+                self.ops.add(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    with QueueOps() as seen:
+        model({"views": views_for(cfg)})["loss"].backward()
+    assert seen.ops, "the queue was not read at all"
+    assert seen.ops <= {"detach", "alias", "t", "transpose", "permute", "view", "mm", "matmul",
+                        "addmm", "expand"}, seen.ops
+    torch.testing.assert_close(model.queue.norm(dim=1), torch.ones(64))  # stored normalised
+
+
 def test_mocov2_single_process_shuffle_bn_normalises_keys_in_shuffled_groups():
     cfg, model = tiny("mocov2")  # bn_splits=2: two emulated devices of 4 samples each
     x = torch.randn(8, 3, 16, 16)

@@ -17,6 +17,9 @@ class Batch(TypedDict, total=False):
     labels: torch.Tensor  # (B,) class indices, used only for evaluation
     bg_positive: torch.Tensor  # BG_Swaps: the anchor's foreground on another background
     bg_negative: torch.Tensor  # BG_Swaps: another foreground on the anchor's background
+    clips: list[torch.Tensor]  # video clips (B, 3, T, H, W), one per view
+    audio: torch.Tensor  # log-mel dB (B, 1, mels, frames) under clips[0]'s time span
+    flow: torch.Tensor  # optical flow (B, 2, T, H, W) in px at clips[0]'s frames
 
 
 def to_device(batch: Batch, device: torch.device,

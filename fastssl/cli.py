@@ -18,7 +18,8 @@ USAGE = """usage:
   fastssl train [--config PRESET] [--method NAME] [--data DIR] [--epochs E] [--out OUT]
                 [--resume] [--KEY=VALUE ...]
   fastssl eval {knn,linear} --checkpoint CKPT [--data DIR]
-  fastssl data synth {shapes,digits} OUT
+  fastssl data synth {shapes,digits,av} OUT
+  fastssl data prepare-video SRC OUT [options]   (fastssl data prepare-video --help)
   fastssl data masks DIR [options]        (fastssl data masks --help)
   fastssl profile [train options]         (fastssl profile --help)
   fastssl export --checkpoint CKPT --out FILE [--format torch|safetensors]
@@ -72,10 +73,14 @@ def cmd_data(argv: list[str]) -> int:
         from fastssl.data.masks import main as masks_main
 
         return masks_main(argv[1:])
+    if argv[:1] == ["prepare-video"]:
+        from fastssl.data.video import main as prepare_main
+
+        return prepare_main(argv[1:])
     p = argparse.ArgumentParser(prog="fastssl data")
     sub = p.add_subparsers(dest="action", required=True)
     synth = sub.add_parser("synth", help="write an embedded data set in the standard layout")
-    synth.add_argument("name", choices=["shapes", "digits"])
+    synth.add_argument("name", choices=["shapes", "digits", "av"])
     synth.add_argument("out")
     sub.add_parser("masks", help="foreground masks for background augmentation "
                                  "(fastssl data masks --help)")
@@ -83,9 +88,15 @@ def cmd_data(argv: list[str]) -> int:
     from fastssl.data.layout import scan
     from fastssl.data.synth import GENERATORS
 
-    out = GENERATORS[a.name](a.out)
+    if a.name == "av":
+        from fastssl.data.av import synth_av
+
+        out = synth_av(a.out)
+    else:
+        out = GENERATORS[a.name](a.out)
     index = scan(out)
-    print(f"wrote {a.name} to {out}: {len(index.train)} train / {len(index.val)} val images, "
+    kind = "clips" if a.name == "av" else "images"
+    print(f"wrote {a.name} to {out}: {len(index.train)} train / {len(index.val)} val {kind}, "
           f"{len(index.classes)} classes")
     return 0
 

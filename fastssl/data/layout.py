@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# video sets (fastssl.data.av, prepare-video): a .mp4 beside a .webm of the same clip is its
+# NVDEC copy, not another sample
+VIDEO_EXTENSIONS = (".webm", ".mp4")
 HOLDOUT_EVERY = 5  # without val/: every fifth image of a class is held out (20%)
 
 
@@ -55,8 +58,14 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = [p for p in folder.iterdir()
+             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS]
+    webm = {p.stem for p in files if p.suffix.lower() == ".webm"}
+    return sorted(p for p in files if not (p.suffix.lower() == ".mp4" and p.stem in webm))
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
 def _scan_split(root: Path, name: str, classes: list[str]) -> Split:

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from fastssl.batch import Batch
 from fastssl.data.layout import Split
 from fastssl.pipelines.background import BgOptions
+from fastssl.pipelines.clips import ClipSpec, has_sidecars
 from fastssl.pipelines.views import ViewSpec
 
 
@@ -26,10 +27,14 @@ class LoaderSpec:
     world: int = 1
     device_type: str = "cpu"  # where the views are made when the loader can choose (dali, memory)
     bg: BgOptions | None = None  # background augmentation; None = off
+    clip: ClipSpec | None = None  # video clips (the video loaders); None = images
 
     @property
     def provides(self) -> frozenset[str]:
         """The named inputs of every batch (``fastssl.methods.base.Batch``)."""
+        if self.clip is not None:  # audio / flow when the set has their sidecars
+            return frozenset({"clips", "labels", *(k for k in ("audio", "flow")
+                                                   if has_sidecars(self.split, k))})
         extra = {"bg_positive", "bg_negative"} if self.bg is not None and self.bg.swaps else set()
         return frozenset({"views", "labels", *extra})
 

@@ -25,7 +25,10 @@ if dali_available():
 needs_dali = pytest.mark.skipif(not dali_available(), reason="needs nvidia-dali")
 
 
-def spec_for(root, *, views=2, size=32, clip=ClipSpec(), batch=4):
+DEFAULT_CLIP = ClipSpec()
+
+
+def spec_for(root, *, views=2, size=32, clip=DEFAULT_CLIP, batch=4):
     vs = tuple(view_specs("simclr", crop_size=size, global_crops=views, global_scale=(0.3, 1.0)))
     return LoaderSpec(scan(root).train, vs, batch, workers=0, clip=clip)
 

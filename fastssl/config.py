@@ -31,7 +31,7 @@ def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-LOADERS = ("auto", "memory", "dali", "torch")
+LOADERS = ("auto", "memory", "dali", "torch", "video")
 BG_MODES = ("none", "rm", "random", "swaps")
 
 # ``--help`` groups: (title, first field of the group), in declaration order
@@ -55,8 +55,9 @@ class Config:
     channels_last: bool = opt(True, "NHWC model and views (faster convolutions)")
     resume: bool = opt(False, "continue from OUT/checkpoints/last.pt")
     # data
-    loader: str = opt("auto", "auto | memory | dali | torch (auto: dali on CUDA, else memory when "
-                      "the decoded set fits in 2 GiB with one image size, else torch)")
+    loader: str = opt("auto", "auto | memory | dali | torch | video (auto: video for a video set; "
+                      "dali on CUDA, else memory when the decoded set fits in 2 GiB with one "
+                      "image size, else torch)")
     workers: int = opt(2, "DataLoader workers / DALI threads")
     batch_size: int = opt(256, "global batch (split over processes)")
     views: str = opt("", "augmentation preset; empty = the method's")

@@ -27,7 +27,7 @@ from fastssl import __version__, checkpoint, distributed
 from fastssl.batch import Batch, to_device
 from fastssl.config import Config, save
 from fastssl.data import dataset_index
-from fastssl.data.layout import DatasetIndex
+from fastssl.data.layout import DatasetIndex, is_video
 from fastssl.eval.run import knn_of_model
 from fastssl.methods import build_method, get_method
 from fastssl.methods.base import Method, MethodContext, Outputs
@@ -36,6 +36,7 @@ from fastssl.models.sync_bn import convert_sync_batchnorm
 from fastssl.optim import build_optimizer, cosine_factor, set_lr
 from fastssl.pipelines import LoaderSpec, TrainLoader, build_train_loader, resolve_loader
 from fastssl.pipelines.background import bg_options
+from fastssl.pipelines.clips import ClipSpec
 from fastssl.pipelines.views import specs_for
 
 log = logging.getLogger("fastssl")
@@ -102,8 +103,9 @@ def loader_spec(cfg: Config, index: DatasetIndex, device: torch.device, rank: in
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
     views = tuple(specs_for(cfg, get_method(cfg.method).views))
+    clip = ClipSpec() if is_video(index.train.paths[0]) else None
     return LoaderSpec(index.train, views, cfg.batch_size // world, cfg.workers, cfg.seed, rank,
-                      world, device.type, bg_options(cfg, index))
+                      world, device.type, bg_options(cfg, index), clip)
 
 
 def setup(cfg: Config, *, loader_stats: bool = False) -> Run:

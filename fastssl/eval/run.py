@@ -5,25 +5,33 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch.utils.data import DataLoader
 
 from fastssl import checkpoint
 from fastssl.data import dataset_index
-from fastssl.data.layout import DatasetIndex, scan
+from fastssl.data.layout import DatasetIndex, Split, is_video, scan
 from fastssl.distributed import resolve_device
 from fastssl.eval.features import extract
 from fastssl.eval.knn import knn_top1
 from fastssl.eval.linear import linear_top1
 from fastssl.methods import build_method, config_from_dict, get_method
 from fastssl.methods.base import Method, MethodContext
+from fastssl.pipelines.clips import ClipSpec
 from fastssl.pipelines.torch_loader import eval_loader
+from fastssl.pipelines.video import eval_clip_loader
 
 
 def features(embed: Callable[[torch.Tensor], torch.Tensor], index: DatasetIndex, *,
              crop_size: int, workers: int, device: torch.device
              ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Frozen features and labels of the train and held-out splits."""
-    return (extract(embed, eval_loader(index.train, crop_size, workers=workers), device),
-            extract(embed, eval_loader(index.val, crop_size, workers=workers), device))
+    """Frozen features and labels of the train and held-out splits (centre clips of a video
+    set)."""
+    def loader(split: Split) -> DataLoader:
+        if is_video(split.paths[0]):
+            return eval_clip_loader(split, ClipSpec(), crop_size, workers=workers)
+        return eval_loader(split, crop_size, workers=workers)
+
+    return extract(embed, loader(index.train), device), extract(embed, loader(index.val), device)
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from fastssl.config import (
     parse_overrides,
     resolve,
 )
+from fastssl.methods.av_contrastive import AVContrastive
 from fastssl.methods.barlow_twins import BarlowTwins
 from fastssl.methods.base import Method, MethodContext, Outputs
 from fastssl.methods.byol import BYOL
@@ -29,7 +30,8 @@ __all__ = ["METHODS", "Batch", "Method", "MethodContext", "Outputs", "build_meth
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (SimCLR, SimCLRv2, BYOL, SimSiam, BarlowTwins, SwAV, MoCoV2, MoCoV3)
+    for cls in (SimCLR, SimCLRv2, BYOL, SimSiam, BarlowTwins, SwAV, MoCoV2, MoCoV3,
+                AVContrastive)
 }
 
 

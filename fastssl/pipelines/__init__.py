@@ -12,11 +12,12 @@ import importlib.util
 from collections.abc import Sequence
 
 from fastssl.config import LOADERS
-from fastssl.data.layout import Split, image_size
+from fastssl.data.layout import Split, image_size, is_video
 from fastssl.pipelines.background import BgOptions
 from fastssl.pipelines.loader import LoaderSpec, TrainLoader
 from fastssl.pipelines.memory import MemoryTrainLoader, check_specs
 from fastssl.pipelines.torch_loader import TorchTrainLoader
+from fastssl.pipelines.video import FallbackVideoLoader
 from fastssl.pipelines.views import ViewSpec
 
 __all__ = ["LoaderSpec", "TrainLoader", "available_loaders", "build_train_loader",
@@ -57,6 +58,8 @@ def resolve_loader(name: str, device_type: str, split: Split, specs: Sequence[Vi
     fits (see ``_memory_fits``), else torchvision. The training log names the choice."""
     if name != "auto":
         return name
+    if split.paths and is_video(split.paths[0]):
+        return "video"
     if device_type == "cuda" and dali_available():
         return "dali"
     return "memory" if _memory_fits(split, specs, bg) else "torch"
@@ -75,6 +78,12 @@ def build_train_loader(name: str, spec: LoaderSpec, *, stats: bool = False) -> T
         return MemoryTrainLoader(spec)
     if name == "torch":
         return TorchTrainLoader(spec)
+    if name == "video":  # DALI when installed (CPU VP9 / NVDEC), else the FFmpeg fallback
+        if not dali_available():
+            return FallbackVideoLoader(spec)
+        from fastssl.pipelines.video_dali import DaliVideoLoader
+
+        return DaliVideoLoader(spec)
     if name == "dali":
         if not dali_available():
             raise ValueError("--loader dali needs nvidia-dali (pip install nvidia-dali-cuda130)")

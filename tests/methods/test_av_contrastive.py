@@ -1,0 +1,60 @@
+"""av_contrastive: the cross-modal loss against the reference InfoNCE, gradients into every
+encoder, clip embeddings for kNN; the video encoders' shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastssl.kernels.reference import info_nce
+from fastssl.methods import MethodContext, build_method
+from fastssl.models.video import audio_cnn, video_backbone
+from tests.helpers import make_method
+
+INPUTS = ("clips", "audio", "flow", "labels")
+
+
+def batch(b: int = 6) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {"clips": [torch.randn(b, 3, 4, 16, 16, generator=g)],
+            "audio": torch.randn(b, 1, 40, 33, generator=g) * 10 - 40,
+            "flow": torch.randn(b, 2, 4, 16, 16, generator=g)}
+
+
+def test_loss_is_the_two_way_cross_modal_info_nce():
+    _, model = make_method("av_contrastive", inputs=INPUTS, proj_hidden_dim=32, proj_dim=16)
+    model.eval()  # BatchNorm in eval mode: the reference sees the same embeddings
+    x = batch()
+    out = model(x)
+    z = {k: model.heads[k](net(x[inp] if inp != "clips" else x["clips"][0]))
+         for k, net, inp in (("rgb", model.backbone, "clips"), ("audio", model.audio_net, "audio"),
+                             ("flow", model.flow_net, "flow"))}
+    t = model.temperature
+    ref_a = 0.5 * (info_nce(z["rgb"], z["audio"], temperature=t)
+                   + info_nce(z["audio"], z["rgb"], temperature=t))
+    ref_f = 0.5 * (info_nce(z["rgb"], z["flow"], temperature=t)
+                   + info_nce(z["flow"], z["rgb"], temperature=t))
+    torch.testing.assert_close(out["loss"], ref_a + ref_f, rtol=1e-4, atol=1e-5)
+
+
+def test_every_encoder_gets_a_gradient_and_embed_gives_clip_features():
+    _, model = make_method("av_contrastive", inputs=INPUTS, proj_hidden_dim=32, proj_dim=16)
+    model(batch())["loss"].backward()
+    for net in (model.backbone, model.audio_net, model.flow_net):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    assert model.embed(batch()["clips"][0]).shape == (6, model.feat_dim)
+
+
+def test_the_method_refuses_an_image_loader():
+    cfg, _ = make_method("av_contrastive", inputs=INPUTS, proj_hidden_dim=32, proj_dim=16)
+    with pytest.raises(ValueError, match="needs the inputs"):
+        build_method(cfg, MethodContext(inputs=frozenset({"views", "labels"})))
+
+
+@pytest.mark.parametrize("name", ["small3d", "r3d_18", "r2plus1d_18"])
+def test_video_backbones_take_rgb_and_flow(name):
+    for channels in (3, 2):
+        net, dim = video_backbone(name, channels)
+        assert net(torch.randn(2, channels, 4, 16, 16)).shape == (2, dim)
+    net, dim = audio_cnn()
+    assert net(torch.randn(2, 1, 40, 33)).shape == (2, dim)

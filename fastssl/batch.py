@@ -22,6 +22,11 @@ class Batch(TypedDict, total=False):
     flow: torch.Tensor  # optical flow (B, 2, T, H, W) in px at clips[0]'s frames
 
 
+def inputs_of(batch: Batch) -> list[torch.Tensor]:
+    """The batch's main inputs: image ``views``, else video ``clips`` (one tensor per view)."""
+    return batch["views"] if "views" in batch else batch["clips"]
+
+
 def to_device(batch: Batch, device: torch.device,
               memory_format: torch.memory_format = torch.preserve_format) -> Batch:
     """Every image tensor of ``batch`` on ``device`` (non-blocking) in ``memory_format``."""

@@ -38,6 +38,8 @@ class ClipSpec:
     scale: tuple[float, float] = (0.3, 1.0)  # crop area range
     flip_p: float = 0.5
     jitter: bool = True  # brightness / contrast / saturation factors
+    audio: bool = True  # deliver ``audio`` when the set has WAV sidecars
+    flow: bool = True  # deliver ``flow`` when the set has flow sidecars
 
     @property
     def span(self) -> int:

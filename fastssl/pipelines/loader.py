@@ -33,8 +33,9 @@ class LoaderSpec:
     def provides(self) -> frozenset[str]:
         """The named inputs of every batch (``fastssl.methods.base.Batch``)."""
         if self.clip is not None:  # audio / flow when the set has their sidecars
-            return frozenset({"clips", "labels", *(k for k in ("audio", "flow")
-                                                   if has_sidecars(self.split, k))})
+            return frozenset({"clips", "labels", *(
+                k for k in ("audio", "flow")
+                if getattr(self.clip, k) and has_sidecars(self.split, k))})
         extra = {"bg_positive", "bg_negative"} if self.bg is not None and self.bg.swaps else set()
         return frozenset({"views", "labels", *extra})
 

@@ -15,6 +15,7 @@ error (the fallback loader replaces those too).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from fastssl.pipelines.clips import (
 from fastssl.pipelines.loader import LoaderSpec
 from fastssl.pipelines.video import Sample, VideoLoaderBase, to_batch
 from fastssl.pipelines.views import MEAN, STD
+
+log = logging.getLogger(__name__)
 
 
 def _draw_arrays(d: ClipDraw) -> list[np.ndarray]:
@@ -68,10 +71,13 @@ def augment_clip(encoded, draw: list, *, frames: int, stride: int, size: int, de
                                     mean=[255 * m for m in MEAN], std=[255 * s for s in STD])
 
 
-def log_mel(wav, start, length):
-    """(1, N_MELS, frames) dB of the window [start, start + length) of a WAV (zero-padded)."""
+def log_mel(wav, start, length, *, gpu: bool):
+    """(1, N_MELS, frames) dB of the window [start, start + length) of a WAV (zero-padded);
+    decoding is CPU-only in DALI, the rest runs on the GPU when ``gpu`` (beside the video)."""
     audio, _ = fn.decoders.audio(wav, dtype=types.FLOAT, downmix=True)
     audio = fn.slice(audio, start, length, axes=[0], out_of_bounds_policy="pad")
+    if gpu:
+        audio = audio.gpu()
     spec = fn.spectrogram(audio, nfft=N_FFT, window_length=N_FFT, window_step=HOP, power=2,
                           center_windows=True, reflect_padding=True, layout="ft")
     mel = fn.mel_filter_bank(spec, sample_rate=SAMPLE_RATE, nfilter=N_MELS, normalize=True,
@@ -81,8 +87,9 @@ def log_mel(wav, start, length):
     return fn.expand_dims(db, axes=[0], new_axis_names="C")
 
 
-def resize_flow(q, scale, size: int):
+def resize_flow(q, scale, size: int, *, gpu: bool):
     """Quantised (T, H, W, 2) flow -> (2, T, size, size) px of the resized frame."""
+    q = q.gpu() if gpu else q
     flow = (fn.cast(q, dtype=types.FLOAT) - FLOW_ZERO) * (1.0 / FLOW_SCALE)
     flow = fn.resize(flow, size=(size, size), antialias=False) * scale
     return fn.transpose(flow, perm=[3, 0, 1, 2], output_layout="CFHW")
@@ -103,10 +110,10 @@ def video_pipeline(source, *, views: int, frames: int, stride: int, size: int, a
                         size=size, device=device) for v in range(views)]
     rest = data[2 + 7 * views:]
     if audio:
-        out.append(log_mel(*rest[:3]))
+        out.append(log_mel(*rest[:3], gpu=device == "mixed"))
         rest = rest[3:]
     if flow:
-        out.append(resize_flow(rest[0], rest[1], size))
+        out.append(resize_flow(rest[0], rest[1], size, gpu=device == "mixed"))
     return (*out, label)
 
 
@@ -117,6 +124,8 @@ class DaliVideoLoader(VideoLoaderBase):
         super().__init__(spec)
         self.cuda = spec.device_type == "cuda"
         self._pipelines: list[Any] = []
+        if self.cuda and self.flow:
+            log.info("flow: precomputed sidecars (DALI optical_flow on NVOFA is not wired in)")
 
     @property
     def pipelines(self) -> list[Any]:

@@ -19,7 +19,7 @@ from typing import cast
 
 import torch
 
-from fastssl.batch import Batch, to_device
+from fastssl.batch import Batch, inputs_of, to_device
 from fastssl.pipelines import TrainLoader
 from fastssl.train import Run, train_step
 
@@ -95,7 +95,7 @@ def time_loader(loader: TrainLoader, device: torch.device, *, warmup: int, steps
         sample = cast(Batch, {k: [x.clone() for x in v] if isinstance(v, list)
                               else cast(torch.Tensor, v).clone()
                               for k, v in to_device(batch, device).items()})
-        shapes, dtype = [list(v.shape) for v in batch["views"]], batch["views"][0].dtype
+        shapes, dtype = [list(v.shape) for v in inputs_of(batch)], inputs_of(batch)[0].dtype
         for r in range(repeats):
             if _late(deadline, r):
                 break
@@ -107,7 +107,7 @@ def time_loader(loader: TrainLoader, device: torch.device, *, warmup: int, steps
                 t = time.perf_counter()
                 batch = next(gen)
                 times.append(time.perf_counter() - t)
-                images += batch["views"][0].shape[0]
+                images += inputs_of(batch)[0].shape[0]
             sync(device)
             elapsed = time.perf_counter() - t_start
             ips.append(images / elapsed)
@@ -137,7 +137,7 @@ def time_step(run: Run, batch: Batch, counter: StepCounter, *, warmup: int,
     ``first_step_s`` includes ``torch.compile``'s compilation when the forward is compiled.
     """
     cuda = run.device.type == "cuda"
-    images = batch["views"][0].shape[0]
+    images = inputs_of(batch)[0].shape[0]
     ips, step_s, gpu_s = [], [], []
     if cuda:
         torch.cuda.reset_peak_memory_stats(run.device)
@@ -202,7 +202,7 @@ def end_to_end(run: Run, counter: StepCounter, *, warmup: int, steps: int, repea
                 t = time.perf_counter()
                 batch = next(gen)
                 waited += time.perf_counter() - t
-                images += batch["views"][0].shape[0]
+                images += inputs_of(batch)[0].shape[0]
                 train_step(run, batch, counter.next())
                 done += 1
             sync(run.device)

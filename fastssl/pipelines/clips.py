@@ -7,8 +7,10 @@ applied to all its frames; DALI and the fallback receive the same draws, so a re
 starts anywhere without replay and the two loaders agree up to decoding and resampling.
 
 Audio is aligned to view 0: the window starts at the clip's first frame time and lasts
-``frames * stride / fps`` seconds. Flow is read at view 0's frames: entry i is the flow from
-frame ``start + i * stride`` to the next one (the last stored flow where the video ends).
+``frames * stride / fps`` seconds. Flow is read at view 0's frames (entry i is the flow from
+frame ``start + i * stride`` to the next one; the last stored flow where the video ends) and
+takes view 0's crop and flip (dx negated), in px of the resized crop, so the RGB clip and its
+flow show the same place.
 """
 
 from __future__ import annotations
@@ -77,6 +79,13 @@ def draw_clip(gen: torch.Generator, n_frames: int, spec: ClipSpec, *, train: boo
     colour = ((_u(gen, *BRIGHTNESS), _u(gen, *CONTRAST), _u(gen, *SATURATION))
               if spec.jitter else (1.0, 1.0, 1.0))
     return ClipDraw(start, (y0, x0, y0 + h, x0 + w), flip, colour)
+
+
+def crop_box(roi: tuple[float, float, float, float], h: int, w: int) -> tuple[int, int, int, int]:
+    """``roi`` (relative) in whole pixels of an ``h`` x ``w`` frame: (top, left, height, width)."""
+    y0, x0, y1, x1 = roi
+    top, left = round(y0 * h), round(x0 * w)
+    return top, left, max(1, round(y1 * h) - top), max(1, round(x1 * w) - left)
 
 
 def audio_window(start_frame: int, spec: ClipSpec, fps: float) -> tuple[int, int]:

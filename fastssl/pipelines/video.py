@@ -43,6 +43,7 @@ from fastssl.pipelines.clips import (
     ClipSpec,
     VideoInfo,
     audio_window,
+    crop_box,
     draw_clip,
     flow_indices,
     probe,
@@ -128,10 +129,7 @@ def clip_tensor(frames: np.ndarray, draw: ClipDraw, spec: ClipSpec, size: int) -
     n, h, w = frames.shape[:3]
     idx = [min(draw.start + i * spec.stride, n - 1) for i in range(spec.frames)]
     x = torch.from_numpy(np.ascontiguousarray(frames[idx])).permute(0, 3, 1, 2)
-    y0, x0, y1, x1 = draw.roi
-    top, left = round(y0 * h), round(x0 * w)
-    x = F.resized_crop(x, top, left, max(1, round(y1 * h) - top), max(1, round(x1 * w) - left),
-                       [size, size], antialias=True)
+    x = F.resized_crop(x, *crop_box(draw.roi, h, w), [size, size], antialias=True)
     if draw.flip:
         x = F.horizontal_flip(x)
     b, c, s = draw.colour
@@ -165,12 +163,16 @@ def log_mel(audio: np.ndarray, start: int, length: int) -> torch.Tensor:
 
 
 def flow_tensor(q: np.ndarray, draw: ClipDraw, spec: ClipSpec, size: int) -> torch.Tensor:
-    """(2, T, size, size) flow in px of the resized frame, at view 0's frames (whole frame)."""
+    """(2, T, size, size) flow at ``draw``'s frames, crop and flip, in px of the resized crop."""
     x = torch.from_numpy(dequantise_flow(q[flow_indices(draw.start, spec, len(q))]))
     x = x.permute(0, 3, 1, 2)  # (T, 2, H, W)
-    w = x.shape[-1]
-    x = nnf.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return (x * (size / w)).permute(1, 0, 2, 3)
+    top, left, h, w = crop_box(draw.roi, x.shape[2], x.shape[3])
+    x = nnf.interpolate(x[..., top:top + h, left:left + w], size=(size, size), mode="bilinear",
+                        align_corners=False)
+    x = x * torch.tensor([size / w, size / h]).view(1, 2, 1, 1)
+    if draw.flip:
+        x = x.flip(-1) * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+    return x.permute(1, 0, 2, 3)
 
 
 class _Clips(Dataset):

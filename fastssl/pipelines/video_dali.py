@@ -87,11 +87,15 @@ def log_mel(wav, start, length, *, gpu: bool):
     return fn.expand_dims(db, axes=[0], new_axis_names="C")
 
 
-def resize_flow(q, scale, size: int, *, gpu: bool):
-    """Quantised (T, H, W, 2) flow -> (2, T, size, size) px of the resized frame."""
+def resize_flow(q, scale, draw: list, size: int, *, gpu: bool):
+    """Quantised (T, H, W, 2) flow -> (2, T, size, size) with view 0's crop and flip, in px of
+    the resized crop (``scale``: per-sample (sx, sy), sx negated for a flipped clip)."""
+    _, roi_start, roi_end, flip = draw[:4]
     q = q.gpu() if gpu else q
     flow = (fn.cast(q, dtype=types.FLOAT) - FLOW_ZERO) * (1.0 / FLOW_SCALE)
-    flow = fn.resize(flow, size=(size, size), antialias=False) * scale
+    flow = fn.resize(flow, size=(size, size), roi_start=roi_start, roi_end=roi_end,
+                     roi_relative=True, antialias=False)
+    flow = fn.flip(flow, horizontal=flip) * scale
     return fn.transpose(flow, perm=[3, 0, 1, 2], output_layout="CFHW")
 
 
@@ -113,7 +117,7 @@ def video_pipeline(source, *, views: int, frames: int, stride: int, size: int, a
         out.append(log_mel(*rest[:3], gpu=device == "mixed"))
         rest = rest[3:]
     if flow:
-        out.append(resize_flow(rest[0], rest[1], size, gpu=device == "mixed"))
+        out.append(resize_flow(rest[0], rest[1], data[2:9], size, gpu=device == "mixed"))
     return (*out, label)
 
 
@@ -148,8 +152,10 @@ class DaliVideoLoader(VideoLoaderBase):
                     np.array([start], np.int32), np.array([length], np.int32)]
         if self.flow:
             q = np.load(sidecar(path, "flow", ".npy"), mmap_mode="r")
+            y0, x0, y1, x1 = first.roi
+            sx, sy = self.size / ((x1 - x0) * q.shape[2]), self.size / ((y1 - y0) * q.shape[1])
             out += [np.ascontiguousarray(q[flow_indices(first.start, self.clip, len(q))]),
-                    np.array(self.size / q.shape[2], np.float32)]
+                    np.array([-sx if first.flip else sx, sy], np.float32)]
         return out
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:

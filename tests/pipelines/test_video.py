@@ -131,3 +131,17 @@ def test_dali_cpu_and_the_fallback_decode_the_same_frames(tiny_av):
     assert psnr > 40, psnr
     torch.testing.assert_close(dali["flow"], ref["flow"], atol=1e-4, rtol=0)
     torch.testing.assert_close(dali["audio"], ref["audio"], atol=0.5, rtol=0)
+
+
+def test_flow_takes_the_clips_crop_and_flip():
+    from fastssl.data.video import quantise_flow
+    from fastssl.pipelines.clips import ClipDraw
+    from fastssl.pipelines.video import flow_tensor
+
+    q = quantise_flow(np.tile(np.array([2.0, 1.0], np.float32), (5, 40, 64, 1)))
+    draw = ClipDraw(1, (0.0, 0.5, 0.5, 1.0), True, (1.0, 1.0, 1.0))  # right-top quarter
+    out = flow_tensor(q, draw, ClipSpec(frames=3, stride=1), 16)
+    assert out.shape == (2, 3, 16, 16)
+    # 2 px over a 32 px wide crop resized to 16 px is 1 px, flipped; 1 px over 20 px rows: 0.8
+    torch.testing.assert_close(out[0], torch.full((3, 16, 16), -1.0))
+    torch.testing.assert_close(out[1], torch.full((3, 16, 16), 0.8))

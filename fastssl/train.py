@@ -103,7 +103,7 @@ def loader_spec(cfg: Config, index: DatasetIndex, device: torch.device, rank: in
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
     views = tuple(specs_for(cfg, get_method(cfg.method).views))
-    clip = ClipSpec() if is_video(index.train.paths[0]) else None
+    clip = ClipSpec(scale=cfg.global_scale) if is_video(index.train.paths[0]) else None
     return LoaderSpec(index.train, views, cfg.batch_size // world, cfg.workers, cfg.seed, rank,
                       world, device.type, bg_options(cfg, index), clip)
 

@@ -34,8 +34,10 @@ class AVContrastive(Method):
     name = "av_contrastive"
     inputs = ("clips", "audio", "flow")
     Args = AVContrastiveArgs
-    # channels_last is for 4-D tensors: the 3-D convolutions keep the default layout
-    config_defaults = {"global_crops": 1, "crop_size": 48, "channels_last": False}
+    # channels_last is for 4-D tensors: the 3-D convolutions keep the default layout; crops of
+    # at least half the frame keep the moving object in view of the RGB clip and its flow
+    config_defaults = {"global_crops": 1, "crop_size": 32, "global_scale": (0.5, 1.0),
+                       "channels_last": False}
 
     def __init__(self, args: AVContrastiveArgs, ctx: MethodContext) -> None:
         super().__init__(args, ctx)

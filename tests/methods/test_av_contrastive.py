@@ -3,13 +3,15 @@ encoder, clip embeddings for kNN; the video encoders' shapes."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from fastssl.kernels.reference import info_nce
 from fastssl.methods import MethodContext, build_method
 from fastssl.models.video import audio_cnn, video_backbone
-from tests.helpers import make_method
+from tests.helpers import make_method, run_cli
 
 INPUTS = ("clips", "audio", "flow", "labels")
 
@@ -58,3 +60,17 @@ def test_video_backbones_take_rgb_and_flow(name):
         assert net(torch.randn(2, channels, 4, 16, 16)).shape == (2, dim)
     net, dim = audio_cnn()
     assert net(torch.randn(2, 1, 40, 33)).shape == (2, dim)
+
+
+def test_fastssl_train_on_the_av_set(tiny_av, tmp_path):
+    """The normal loop with the video loader: two steps, then kNN on centre clips."""
+    out = tmp_path / "run"
+    proc = run_cli("train", "--method", "av_contrastive", "--data", str(tiny_av), "--epochs", "1",
+                   "--batch_size", "4", "--crop_size", "16", "--workers", "0", "--knn_k", "3",
+                   "--progress", "false", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("knn_top1=")
+    assert "loader: video" in proc.stderr
+    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2]
+    assert {"loss_audio", "loss_flow"} <= set(next(r for r in records if "loss" in r))

@@ -67,6 +67,8 @@ def resolve_loader(name: str, device_type: str, split: Split, specs: Sequence[Vi
 
 def available_loaders(spec: LoaderSpec) -> list[str]:
     """The loaders that can make ``spec``'s batches on this machine."""
+    if spec.clip is not None:
+        return ["video"]
     names = ["memory"] if _memory_fits(spec.split, spec.views, spec.bg) else []
     return names + ["torch"] + (["dali"] if dali_available() else [])
 

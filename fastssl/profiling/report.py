@@ -45,7 +45,7 @@ SCHEMA: dict[str, Any] = _obj({
         "gpu_memory_total_bytes": _INT_OR_NULL, "torch": {"type": "string"},
         "dali": _STR_OR_NULL, "fastssl": {"type": "string"}}),
     "loader": _obj({
-        "name": {"type": "string", "enum": ["memory", "torch", "dali"]},
+        "name": {"type": "string", "enum": ["memory", "torch", "dali", "video"]},
         "workers": {"type": "integer", "description": "DataLoader workers / DALI threads"},
         "batch_size": {"type": "integer", "description": "per process"},
         "batches_per_epoch": {"type": "integer"},
@@ -85,7 +85,7 @@ SCHEMA: dict[str, Any] = _obj({
     "loaders": {"type": ["array", "null"], "description":
                 "end to end with each other available loader, same views (--sweep loaders, or "
                 "unasked when the loader may limit the run)", "items": _obj({
-                    "name": {"type": "string", "enum": ["memory", "torch", "dali"]},
+                    "name": {"type": "string", "enum": ["memory", "torch", "dali", "video"]},
                     "end_to_end_images_per_s": _NUM, "wait_fraction": _NUM})},
     "verdict": _obj({
         "bound": {"type": "string", "enum": ["input", "compute", "balanced"]},

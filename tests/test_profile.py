@@ -18,7 +18,7 @@ from fastssl import cli
 from fastssl.data.synth import synth_shapes
 from fastssl.methods import METHODS, resolve_config
 from fastssl.profile import Options, parse, profile
-from fastssl.profiling import measure, report
+from fastssl.profiling import measure, report, schema
 from fastssl.train import setup
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "profile.md"
@@ -111,12 +111,12 @@ def test_compile_both_measures_two_variants(data, monkeypatch):
 
 def test_validator_rejects_bad_documents():
     good = {"median": 1.0, "min": 0.5, "max": 2, "values": [1.0]}
-    assert report.validate(good, report._STAT) == []
-    assert report.validate({**good, "median": "1"}, report._STAT)
-    assert report.validate({**good, "median": float("nan")}, report._STAT)
-    assert report.validate({"median": 1.0}, report._STAT)  # missing keys
-    assert report.validate({**good, "extra": 1}, report._STAT)
-    assert report.validate({**good, "values": []}, report._STAT)
+    assert report.validate(good, schema.STAT) == []
+    assert report.validate({**good, "median": "1"}, schema.STAT)
+    assert report.validate({**good, "median": float("nan")}, schema.STAT)
+    assert report.validate({"median": 1.0}, schema.STAT)  # missing keys
+    assert report.validate({**good, "extra": 1}, schema.STAT)
+    assert report.validate({**good, "values": []}, schema.STAT)
     assert report.validate({"bound": "gpu"}, report.SCHEMA["properties"]["verdict"])
 
 

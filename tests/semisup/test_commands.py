@@ -1,6 +1,7 @@
 """``fastssl finetune | distill | selftrain`` end to end on a tiny shapes set (in process), and
 resume of each from a mid-run checkpoint."""
 
+import dataclasses
 import shutil
 
 import pytest
@@ -8,7 +9,10 @@ import torch
 import yaml
 
 from fastssl.cli import main
+from fastssl.config import Config
 from fastssl.metrics import read
+from fastssl.semisup.commands import resolve_command
+from fastssl.semisup.models import COMMANDS
 from tests.helpers import tiny_shapes
 
 SMALL = ["--crop_size=16", "--workers=0", "--progress=false", "--log_every=1"]
@@ -138,3 +142,13 @@ def test_an_ssl_checkpoint_is_not_a_teacher(ssl, data, tmp_path, capsys):
     assert main(["distill", "--teacher", str(ssl), "--data", str(data), "--out",
                  str(tmp_path), *SMALL]) == 2
     assert "is a 'simclr_v2' checkpoint, not a classifier" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset, optimizer", [("finetune_lars", "lars"), ("finetune_sgd", "sgd"),
+                                               ("finetune_adamw", "adamw")])
+def test_paper_presets_and_options_resolve(preset, optimizer):
+    cfg = resolve_command("finetune", ["--config", preset, "--labels=1%"])
+    assert cfg.optimizer == optimizer and cfg.args.labels == "1%" and cfg.method == "finetune"
+    general = {f.name for f in dataclasses.fields(Config)}
+    for cls in COMMANDS.values():  # an Args field named like a general key could never be set
+        assert not general & {f.name for f in dataclasses.fields(cls.Args)}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,17 +35,21 @@ CLASSIFIER_DEFAULTS: dict[str, Any] = {"batch_size": 32, "epochs": 30, "lr": 8e-
 
 
 @dataclass
-class FinetuneArgs:
+class ClassifierArgs:
     labels: str = opt("10%", "labelled subset of train/: P% or N images, class-balanced, seeded")
-    checkpoint: str = opt("", "SSL checkpoint to start from; empty = random init (supervised)")
-    from_head_layer: bool = opt(False, "start from SimCLR v2's first head layer, not the backbone")
     head_dim: int = opt(0, "width of the head layer under the classifier (set from the "
                            "checkpoint by --from_head_layer); 0 = backbone features")
     num_classes: int = opt(0, "classes; 0 = the data set's")
 
 
 @dataclass
-class DistillArgs(FinetuneArgs):
+class FinetuneArgs(ClassifierArgs):
+    checkpoint: str = opt("", "SSL checkpoint to start from; empty = random init (supervised)")
+    from_head_layer: bool = opt(False, "start from SimCLR v2's first head layer, not the backbone")
+
+
+@dataclass
+class DistillArgs(ClassifierArgs):
     teacher: str = opt("", "classifier checkpoint to distil (from finetune / distill / selftrain)")
     student: str = opt("", "student backbone; empty = the teacher's (self-distillation)")
     temperature: float = opt(1.0, "distillation temperature")
@@ -74,10 +78,10 @@ class Classifier(Method):
     name = "finetune"
     views = "s1"
     inputs = ("views", "labels")
-    Args = FinetuneArgs
+    Args: ClassVar[type] = FinetuneArgs
     config_defaults = CLASSIFIER_DEFAULTS
 
-    def __init__(self, args: FinetuneArgs, ctx: MethodContext) -> None:
+    def __init__(self, args: ClassifierArgs, ctx: MethodContext) -> None:
         super().__init__(args, ctx)
         if args.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {args.num_classes}")
@@ -232,7 +236,7 @@ def load_classifier(path: str | Path) -> tuple[Classifier, Config]:
     cfg = from_dict(state["config"], COMMANDS)
     a = cfg.args
     ctx = MethodContext.from_config(cfg, steps_per_epoch=1, inputs={"views", "labels"})
-    model = Classifier(FinetuneArgs(head_dim=a.head_dim, num_classes=a.num_classes), ctx)
+    model = Classifier(ClassifierArgs(head_dim=a.head_dim, num_classes=a.num_classes), ctx)
     own = model.state_dict().keys()
     model.load_state_dict({k: v for k, v in state["model"].items() if k in own})
     return model, cfg

@@ -10,7 +10,7 @@ import logging
 import sys
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -141,7 +141,7 @@ def distill(cfg: Config) -> tuple[Result, float]:
     return result, teacher_top1
 
 
-def _stage(cfg: Config, out: Path, args: FinetuneArgs, **changes) -> Config:
+def _stage(cfg: Config, out: Path, args: FinetuneArgs, **changes: Any) -> Config:
     return dataclasses.replace(cfg, out=str(out), args=args, **changes)
 
 

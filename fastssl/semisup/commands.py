@@ -35,6 +35,7 @@ from fastssl.semisup.predict import probabilities, pseudo_targets, top1
 from fastssl.semisup.subsets import (
     human_labels,
     label_subset,
+    oversampled,
     subset_split,
     with_ids,
     write_subset,
@@ -169,7 +170,7 @@ def selftrain(cfg: Config) -> tuple[Result, list[float]]:
         teacher, _ = load_classifier(out / "teacher" / "checkpoints" / "last.pt")
     tops = [teacher_top1]
     human = human_labels(index.train, labelled)
-    ids = with_ids(index.train)
+    ids = oversampled(index.train, labelled, a.labelled_share)
     result = None
     for k in range(1, a.iterations + 1):
         probs, _ = probabilities(teacher.to(device), index.train, crop_size=cfg.crop_size,

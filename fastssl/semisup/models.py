@@ -65,6 +65,8 @@ class SelfTrainArgs(FinetuneArgs):
     pseudo: str = opt("soft", "pseudo-labels: soft (teacher probabilities) | hard (one-hot)")
     threshold: float = opt(0.3, "unlabelled images whose top teacher probability is lower get "
                                 "no pseudo-label")
+    labelled_share: float = opt(0.5, "share of each student epoch drawn from the labelled "
+                                     "images (repeated); 0 = their natural share")
     alpha: float = opt(1.0, "weight of the pseudo-label loss")
     normalise: bool = opt(True, "Zoph et al.'s loss normalisation by running means")
     mean_momentum: float = opt(0.99, "momentum of the running means of the two losses")

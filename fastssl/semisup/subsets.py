@@ -68,6 +68,20 @@ def with_ids(split: Split) -> Split:
     return Split(split.name, list(split.paths), list(range(len(split))))
 
 
+def oversampled(split: Split, labelled: list[int], share: float) -> Split:
+    """``with_ids(split)`` with the ``labelled`` images repeated so that they make about ``share``
+    of an epoch (each at least once; 0 = the natural ratio). Self-training samples human- and
+    pseudo-labelled images in a fixed ratio (Zoph et al. 2020; Xie et al. 2020), not in the ratio
+    of their counts, which with 1-10% labels would leave a few human labels per batch."""
+    if not 0 <= share < 1:
+        raise ValueError(f"--labelled_share must be in [0, 1), got {share}")
+    ids = with_ids(split)
+    n_l, n_u = len(labelled), len(split) - len(labelled)
+    copies = max(1, round(share * n_u / ((1 - share) * n_l))) if share and n_l else 1
+    extra = labelled * (copies - 1)
+    return Split(split.name, ids.paths + [split.paths[i] for i in extra], ids.labels + extra)
+
+
 def human_labels(split: Split, indices: list[int]) -> torch.Tensor:
     """(N,) class of each labelled image of ``split``, -1 for the others."""
     out = torch.full((len(split),), -1, dtype=torch.long)

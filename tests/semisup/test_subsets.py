@@ -9,6 +9,7 @@ from fastssl.semisup.subsets import (
     human_labels,
     label_count,
     label_subset,
+    oversampled,
     with_ids,
     write_subset,
 )
@@ -66,3 +67,15 @@ def test_ids_labels_and_the_written_list(tmp_path):
     lines = (tmp_path / "run" / "labels.txt").read_text().splitlines()
     assert lines == [f"train/c{split.labels[i]}/{split.paths[i].name}\tc{split.labels[i]}"
                      for i in idx]
+
+
+def test_oversampling_gives_the_labelled_images_their_share():
+    split = _split()  # 120 images
+    idx = label_subset(split, "12", seed=0)
+    natural = oversampled(split, idx, 0.0)
+    assert natural.labels == list(range(120))
+    half = oversampled(split, idx, 0.5)  # 108 unlabelled: each labelled image 9 times
+    assert len(half) == 120 + 12 * 8 and Counter(half.labels)[idx[0]] == 9
+    assert all(half.paths[k] == split.paths[i] for k, i in enumerate(half.labels))
+    with pytest.raises(ValueError, match="--labelled_share"):
+        oversampled(split, idx, 1.0)

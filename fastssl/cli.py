@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 
 from fastssl.config import ConfigError, load_preset, parse_overrides
 from fastssl.data.layout import DataError
@@ -18,6 +19,9 @@ USAGE = """usage:
   fastssl train [--config PRESET] [--method NAME] [--data DIR] [--epochs E] [--out OUT]
                 [--resume] [--KEY=VALUE ...]
   fastssl eval {knn,linear} --checkpoint CKPT [--data DIR]
+  fastssl finetune [--checkpoint CKPT] [--labels 1%|10%|N] [options]   (fastssl finetune --help)
+  fastssl distill --teacher CKPT [--student BACKBONE] [options]        (fastssl distill --help)
+  fastssl selftrain [--labels 10%] [--iterations K] [options]         (fastssl selftrain --help)
   fastssl data synth {shapes,digits,av} OUT
   fastssl data prepare-video SRC OUT [options]   (fastssl data prepare-video --help)
   fastssl data masks DIR [options]        (fastssl data masks --help)
@@ -113,8 +117,18 @@ def cmd_profile(argv: list[str]) -> int:
     return profile_main(argv)
 
 
+def cmd_semisup(name: str) -> Callable[[list[str]], int]:
+    """``fastssl finetune | distill | selftrain`` (fastssl.semisup)."""
+    def run(tokens: list[str]) -> int:
+        from fastssl.semisup.commands import main as semisup_main
+
+        return semisup_main(name, tokens)
+    return run
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "profile": cmd_profile,
-            "export": cmd_export}
+            "export": cmd_export,
+            **{name: cmd_semisup(name) for name in ("finetune", "distill", "selftrain")}}
 
 
 def main(argv: list[str] | None = None) -> int:

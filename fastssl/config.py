@@ -73,7 +73,8 @@ class Config:
     bg_bank: str = opt("", "directory of background images for random / swaps")
     bg_missing_mask: str = opt("error", "an image without a mask in DIR/masks/: error | skip")
     # model
-    backbone: str = opt("small_cnn", "small_cnn | resnet18 | resnet34 | resnet50 | vit_s | vit_b")
+    backbone: str = opt("small_cnn",
+                         "small_cnn | tiny_cnn | resnet18 | resnet34 | resnet50 | vit_s | vit_b")
     small_stem: bool = opt(True, "3x3 stride-1 stem without max-pool for small images")
     sync_bn: bool = opt(False, "global BatchNorm statistics under DDP")
     # optimisation: the defaults are sized for `make demo` (SimCLR, small_cnn, shapes set): about

@@ -27,7 +27,7 @@ from fastssl import __version__, checkpoint, distributed
 from fastssl.batch import Batch, to_device
 from fastssl.config import Config, save
 from fastssl.data import dataset_index
-from fastssl.data.layout import DatasetIndex, is_video
+from fastssl.data.layout import DatasetIndex, Split, is_video
 from fastssl.eval.run import knn_of_model
 from fastssl.methods import build_method, get_method
 from fastssl.methods.base import Method, MethodContext, Outputs
@@ -48,17 +48,39 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class Result:
-    knn_top1: float
-    knn_top1_init: float
+    knn_top1: float  # the task's metric (kNN top-1 for pretraining)
+    knn_top1_init: float  # the same metric at step 0
     final_loss: float
     steps: int
     seconds: float
     stopped_early: bool = False
+    metric: str = "knn_top1"
+    init_name: str = "random_init_knn_top1"
 
     def summary(self) -> str:
-        return (f"knn_top1={self.knn_top1:.2f} random_init_knn_top1={self.knn_top1_init:.2f} "
+        return (f"{self.metric}={self.knn_top1:.2f} {self.init_name}={self.knn_top1_init:.2f} "
                 f"final_loss={self.final_loss:.4f} steps={self.steps} "
                 f"seconds={self.seconds:.0f}")
+
+
+def knn_eval(model: Method, index: DatasetIndex, cfg: Config, device: torch.device) -> float:
+    """Weighted kNN top-1 (%) of ``model.embed`` on the held-out split."""
+    return knn_of_model(model, index, crop_size=cfg.crop_size, workers=cfg.workers, k=cfg.knn_k,
+                        temperature=cfg.knn_temperature, device=device)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a run trains and how it is scored. The default is ``fastssl train``: the registry's
+    ``cfg.method`` on the whole train split, scored by kNN; ``fastssl.semisup`` passes
+    classifiers on labelled subsets, scored by top-1."""
+
+    method: type[Method] | None = None  # the class (for its view preset); None = cfg.method's
+    build: Callable[[Config, MethodContext], Method] = build_method
+    split: Split | None = None  # the training split; None = the data set's train split
+    evaluate: Callable[[Method, DatasetIndex, Config, torch.device], float] = knn_eval
+    metric: str = "knn_top1"  # metrics.jsonl key of the evaluation and the summary's first word
+    init_name: str = "random_init_knn_top1"  # the summary's name of the step-0 evaluation
 
 
 @dataclass
@@ -71,6 +93,7 @@ class Run:
     rank: int
     world: int
     index: DatasetIndex
+    task: Task
     loader: TrainLoader
     loader_name: str  # memory | torch | dali (``auto`` resolved)
     model: Method  # the eager module: state dicts are saved and loaded through it
@@ -99,16 +122,16 @@ def configure_backends(cfg: Config, device: torch.device) -> None:
 
 
 def loader_spec(cfg: Config, index: DatasetIndex, device: torch.device, rank: int,
-                world: int) -> LoaderSpec:
+                world: int, task: Task = Task()) -> LoaderSpec:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
-    views = tuple(specs_for(cfg, get_method(cfg.method).views))
+    views = tuple(specs_for(cfg, (task.method or get_method(cfg.method)).views))
     clip = ClipSpec(scale=cfg.global_scale) if is_video(index.train.paths[0]) else None
-    return LoaderSpec(index.train, views, cfg.batch_size // world, cfg.workers, cfg.seed, rank,
-                      world, device.type, bg_options(cfg, index), clip)
+    return LoaderSpec(task.split or index.train, views, cfg.batch_size // world, cfg.workers,
+                      cfg.seed, rank, world, device.type, bg_options(cfg, index), clip)
 
 
-def setup(cfg: Config, *, loader_stats: bool = False) -> Run:
+def setup(cfg: Config, *, loader_stats: bool = False, task: Task = Task()) -> Run:
     """Distributed setup -> data -> model -> optimiser -> DDP / compile / autocast."""
     device = distributed.resolve_device(cfg.device)
     ddp = distributed.init_from_env(device.type)
@@ -116,7 +139,7 @@ def setup(cfg: Config, *, loader_stats: bool = False) -> Run:
     configure_backends(cfg, device)
 
     index = dataset_index(cfg.data, rank)
-    spec = loader_spec(cfg, index, device, rank, world)
+    spec = loader_spec(cfg, index, device, rank, world, task)
     loader_name = resolve_loader(cfg.loader, device.type, spec.split, spec.views, spec.bg)
     log.info("loader: %s", loader_name)
     loader = build_train_loader(loader_name, spec, stats=loader_stats)
@@ -126,7 +149,7 @@ def setup(cfg: Config, *, loader_stats: bool = False) -> Run:
     ctx = MethodContext.from_config(cfg, steps_per_epoch=steps_per_epoch, inputs=spec.provides,
                                     world_size=world, compute_dtype=autocast_dtype)
     torch.manual_seed(cfg.seed)  # same seed on every process: identical initial weights
-    model = build_method(cfg, ctx)
+    model = task.build(cfg, ctx)
     if cfg.sync_bn and ddp:  # torch's SyncBatchNorm on CUDA, a global-statistics BN on gloo/CPU
         model = convert_sync_batchnorm(model, device)
     # (torch's stub of Module.to lacks memory_format)
@@ -142,7 +165,7 @@ def setup(cfg: Config, *, loader_stats: bool = False) -> Run:
     autocast: contextlib.AbstractContextManager = (
         torch.autocast("cuda", dtype=autocast_dtype) if device.type == "cuda"
         else contextlib.nullcontext())
-    return Run(cfg, device, ddp, rank, world, index, loader, loader_name, model, optimizer,
+    return Run(cfg, device, ddp, rank, world, index, task, loader, loader_name, model, optimizer,
                forward, autocast, steps_per_epoch, ctx.total_steps,
                round(cfg.warmup_epochs * steps_per_epoch))
 
@@ -289,13 +312,10 @@ class Logger:
         return record["loss"]
 
     def evaluate(self, step: int, tag: str) -> float:
-        """kNN on the held-out split (rank 0; the other processes wait)."""
+        """The task's evaluation on the held-out split (rank 0; the other processes wait)."""
         run, acc = self.run, float("nan")
         if run.rank == 0:
-            cfg = run.cfg
-            acc = knn_of_model(run.model, run.index, crop_size=cfg.crop_size,
-                               workers=cfg.workers, k=cfg.knn_k,
-                               temperature=cfg.knn_temperature, device=run.device)
+            acc = run.task.evaluate(run.model, run.index, run.cfg, run.device)
             self.write({"step": step, "epoch": step / run.steps_per_epoch, tag: acc})
         if run.ddp:
             dist.barrier()
@@ -304,7 +324,7 @@ class Logger:
 
 def end_of_epoch(run: Run, ckpts: Checkpoints, logger: Logger, step: int,
                  knn_init: float) -> None:
-    """Corrupt-file count, checkpoint (+ periodic copy), periodic kNN."""
+    """Corrupt-file count, checkpoint (+ periodic copy), periodic evaluation."""
     cfg, done = run.cfg, step // run.steps_per_epoch
     if run.loader.corrupt_count:
         logger.write({"step": step, "epoch": step / run.steps_per_epoch,
@@ -312,12 +332,12 @@ def end_of_epoch(run: Run, ckpts: Checkpoints, logger: Logger, step: int,
     ckpts.save(step, knn_init, periodic=bool(cfg.checkpoint_every)
                and done % cfg.checkpoint_every == 0)
     if cfg.eval_every > 0 and done % cfg.eval_every == 0 and step < run.total_steps:
-        logger.evaluate(step, "knn_top1")
+        logger.evaluate(step, run.task.metric)
 
 
-def train(cfg: Config) -> Result:
+def train(cfg: Config, task: Task = Task()) -> Result:
     t_start = time.time()
-    run = setup(cfg)
+    run = setup(cfg, task=task)
     out, spe = Path(cfg.out), run.steps_per_epoch
     guard = FiniteGuard(run.device, Path(cfg.out) / "checkpoints" / "last.pt")
     ckpts = Checkpoints(run, guard)
@@ -330,7 +350,7 @@ def train(cfg: Config) -> Result:
     progress = Progress(run.total_steps, step, enabled=run.rank == 0 and cfg.progress)
     logger = Logger(run, metrics, progress, step)
     if step == 0 and cfg.eval_every >= 0:
-        knn_init = logger.evaluate(step, "knn_top1_init")  # the random-init encoder
+        knn_init = logger.evaluate(step, f"{task.metric}_init")  # the step-0 model
 
     stop, loss = StopFlag(), float("nan")
     outputs: Outputs = {}
@@ -355,7 +375,7 @@ def train(cfg: Config) -> Result:
         progress.close()
 
     stopped = stop.signum is not None and step < run.total_steps
-    acc = float("nan") if stopped or cfg.eval_every < 0 else logger.evaluate(step, "knn_top1")
+    acc = float("nan") if stopped or cfg.eval_every < 0 else logger.evaluate(step, task.metric)
     if metrics is not None:
         metrics.close()
         plot_curves(metrics.path, out / "curves.png")
@@ -363,4 +383,5 @@ def train(cfg: Config) -> Result:
         dist.destroy_process_group()
     if not math.isfinite(loss) and outputs:
         loss = outputs["loss"].item()
-    return Result(acc, knn_init, loss, step, time.time() - t_start, stopped_early=stopped)
+    return Result(acc, knn_init, loss, step, time.time() - t_start, stopped, task.metric,
+                  task.init_name)

@@ -29,6 +29,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (4, ("fastssl.export",)),
     (4, ("fastssl.train",)),
     (5, ("fastssl.profile", "fastssl.profiling")),
+    (5, ("fastssl.semisup",)),
     (6, ("fastssl.cli",)),
 ]
 

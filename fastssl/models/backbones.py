@@ -85,10 +85,12 @@ def build_backbone(name: str, *, small_stem: bool = True,
                    image_size: int = 224) -> tuple[nn.Module, int]:
     if name == "small_cnn":
         return small_cnn(), 256
+    if name == "tiny_cnn":  # half the width: the smaller student of SimCLR v2 distillation tests
+        return small_cnn(16), 128
     if name in ("resnet18", "resnet34", "resnet50"):
         return _resnet(name, small_stem)
     if name in ("vit_s", "vit_b"):
         vit = ViT(name[-1], image_size)
         return vit, vit.dim
-    raise ValueError(f"unknown backbone '{name}' (choose from small_cnn, resnet18, resnet34, "
-                     "resnet50, vit_s, vit_b)")
+    raise ValueError(f"unknown backbone '{name}' (choose from small_cnn, tiny_cnn, resnet18, "
+                     "resnet34, resnet50, vit_s, vit_b)")

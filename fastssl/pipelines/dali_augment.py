@@ -62,16 +62,21 @@ def augment_view(images, spec: ViewSpec):
         images = fn.random_resized_crop(images, size=(spec.size, spec.size),
                                         random_area=spec.scale, random_aspect_ratio=spec.ratio,
                                         num_attempts=10, antialias=True)  # 10: as torchvision
-    if spec.randaugment[0] > 0:
+    if spec.autoaugment or spec.randaugment[0] > 0:
         import warnings
 
-        from nvidia.dali.auto_aug import rand_augment
+        from nvidia.dali.auto_aug import auto_augment, rand_augment
 
         n, m = spec.randaugment
         with warnings.catch_warnings():  # DALI's own suite still uses deprecated op aliases
             warnings.simplefilter("ignore", DeprecationWarning)
-            images = rand_augment.rand_augment(images, n=n, m=m, shape=(spec.size, spec.size),
-                                               fill_value=int(GREY))
+            if spec.autoaugment:  # the ImageNet policy, as torchvision's AutoAugmentPolicy
+                images = auto_augment.auto_augment(images, shape=(spec.size, spec.size),
+                                                   fill_value=int(GREY))
+            if n > 0:
+                images = rand_augment.rand_augment(images, n=n, m=m,
+                                                   shape=(spec.size, spec.size),
+                                                   fill_value=int(GREY))
     b, c, s, h = spec.jitter
     if spec.jitter_p > 0 and coin(spec.jitter_p):
         # torchvision ColorJitter draws each factor from [max(0, 1 - x), 1 + x] and the hue shift

@@ -13,8 +13,8 @@ on a few CPU cores. The views follow the same ``ViewSpec`` parameters as DALI an
   (DALI's definition); then grayscale, Gaussian blur (kernel ``ViewSpec.blur_kernel``, sigma per
   sample) and solarize (threshold 128/255).
 
-RandAugment, large-scale jitter and background augmentation are not implemented here: asking
-for them raises with the option named (use ``--loader torch`` or ``--loader dali``).
+AutoAugment, RandAugment, large-scale jitter and background augmentation are not implemented
+here: asking for them raises with the option named (use ``--loader torch`` or ``--loader dali``).
 
 Randomness is a pure function of (seed, epoch, batch index, rank): views do not depend on where
 a resumed epoch starts.
@@ -144,9 +144,10 @@ def check_specs(specs: Sequence[ViewSpec], bg: BgOptions | None) -> None:
         raise ValueError(f"--loader memory does not do background augmentation (bg_mode="
                          f"{bg.mode}): use --loader torch or --loader dali")
     for spec in specs:
-        if spec.randaugment[0] > 0 or spec.scale_jitter[1] > 0:
-            raise ValueError("--loader memory does not do RandAugment or large-scale jitter "
-                             "(the 'strong' views): use --loader torch or --loader dali")
+        if spec.randaugment[0] > 0 or spec.scale_jitter[1] > 0 or spec.autoaugment:
+            raise ValueError("--loader memory does not do AutoAugment, RandAugment or large-scale"
+                             " jitter (the 'strong' and 's2'-'s4' views): use --loader torch or "
+                             "--loader dali")
 
 
 def decode_split(split: Split, workers: int) -> tuple[torch.Tensor, int]:

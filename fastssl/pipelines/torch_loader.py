@@ -33,6 +33,7 @@ def view_transform(spec: ViewSpec) -> T.Compose:
     return T.Compose([
         *crop,
         T.RandomHorizontalFlip(spec.flip_p),
+        *([T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, fill=128)] if spec.autoaugment else []),
         *([T.RandAugment(num_ops=n, magnitude=m, fill=128)] if n > 0 else []),
         T.RandomApply([T.ColorJitter(*spec.jitter)], p=spec.jitter_p),
         T.RandomGrayscale(spec.gray_p),

@@ -28,6 +28,7 @@ class ViewSpec:
     # pad to size; (0, 0) = off, RandomResizedCrop is used instead)
     randaugment: tuple[int, int] = (0, 0)
     scale_jitter: tuple[float, float] = (0.0, 0.0)
+    autoaugment: bool = False  # AutoAugment's ImageNet policy (Cubuk et al. 2019)
 
     @property
     def blur_kernel(self) -> int:
@@ -40,6 +41,8 @@ def _simclr(strength: float = 1.0) -> ViewSpec:
     s = strength
     return ViewSpec(0, (0.08, 1.0), jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), blur_p=0.5)
 
+
+_S1 = ViewSpec(0, (0.08, 1.0), jitter_p=0.0, gray_p=0.0)  # crop and flip, no colour ops
 
 # Global-view templates per preset; asymmetric presets list one template per view (cycled).
 _GLOBAL: dict[str, list[ViewSpec]] = {
@@ -56,6 +59,13 @@ _GLOBAL: dict[str, list[ViewSpec]] = {
     # (Ghiasi et al. 2021, copy-paste); colour ops come from RandAugment, so jitter/grey are off
     "strong": [ViewSpec(0, (0.08, 1.0), jitter_p=0.0, gray_p=0.0, randaugment=(2, 9),
                         scale_jitter=(0.5, 2.0))],
+    # Zoph et al. 2020 (Rethinking pre-training and self-training) augmentation strengths:
+    # S1 flips and crops; S2 + AutoAugment; S3 + large-scale jitter (0.5, 2.0); S4 large-scale
+    # jitter + RandAugment (2 ops, magnitude 10 of TF's 10 levels = torchvision's 30 of 31 bins)
+    "s1": [_S1],
+    "s2": [replace(_S1, autoaugment=True)],
+    "s3": [replace(_S1, autoaugment=True, scale_jitter=(0.5, 2.0))],
+    "s4": [replace(_S1, randaugment=(2, 30), scale_jitter=(0.5, 2.0))],
 }
 
 

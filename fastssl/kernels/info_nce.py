@@ -27,6 +27,9 @@ Gradient math, s_ij = scale·q̂_i·k̂_j, p_ij = softmax_j, w_i = 1 (in-batch) 
     ∂L/∂x = g·r·(G - x̂ (x̂·G)), r = 1/max(‖x‖, 1e-12)   (through F.normalize)
 Tiles come from a static table (``config``) keyed on (D, dtype, M, N); D up to ``MAX_D`` is
 tiled (programs per D chunk recompute the logits). float32 operands multiply in 3xTF32.
+
+(Over 400 lines on purpose: the three kernels of one autograd path and the derivation above
+stay in one file; the tile table and shared helpers are in ``contrastive_tiles.py``.)
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import wave
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import ffmpeg
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fastssl.data.synth import MIN_LUMA_GAP, _background, _hsv_colour, _luma, fastssl_home
+from fastssl.data.synth import MIN_LUMA_GAP, _background, _hsv_colour, _luma, cached_dataset
 from fastssl.data.video import write_flow
 
 FPS = 16
@@ -208,18 +207,5 @@ def synth_av(out: str | Path, *, train_per_class: int = 40, val_per_class: int =
 
 
 def default_av_dataset() -> Path:
-    """The embedded audio-visual set, generated once under ``$FASTSSL_HOME`` (atomically)."""
-    target = fastssl_home() / "data" / "av-v2"
-    if (target / ".complete").exists():
-        return target
-    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    synth_av(tmp)
-    (tmp / ".complete").touch()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process finished first
-        if not (target / ".complete").exists():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """The embedded audio-visual set, generated once under ``$FASTSSL_HOME``."""
+    return cached_dataset("av-v2", synth_av)

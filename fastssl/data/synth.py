@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -157,13 +158,14 @@ def synth_digits(out: str | Path, *, size: int = 32, val_fraction: float = 0.2,
 GENERATORS: dict[str, Callable[..., Path]] = {"shapes": synth_shapes, "digits": synth_digits}
 
 
-def default_dataset() -> Path:
-    """The embedded shapes set, generated once under ``$FASTSSL_HOME`` (atomically)."""
-    target = fastssl_home() / "data" / "shapes-v3"
+def cached_dataset(name: str, generate: Callable[[Path], object]) -> Path:
+    """``$FASTSSL_HOME/data/NAME``, generated once by ``generate(folder)`` (atomically: into a
+    temporary folder, then renamed; a concurrent process that finished first wins)."""
+    target = fastssl_home() / "data" / name
     if (target / ".complete").exists():
         return target
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    synth_shapes(tmp)
+    generate(tmp)
     (tmp / ".complete").touch()
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -171,7 +173,10 @@ def default_dataset() -> Path:
     except OSError:  # another process finished first
         if not (target / ".complete").exists():
             raise
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def default_dataset() -> Path:
+    """The embedded shapes set, generated once under ``$FASTSSL_HOME``."""
+    return cached_dataset("shapes-v3", synth_shapes)

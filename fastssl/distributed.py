@@ -42,6 +42,16 @@ def init_from_env(device_type: str) -> bool:
     return True
 
 
+def shutdown() -> None:
+    """Barrier, then destroy the default group. The barrier first: gloo's worker thread releases
+    the last collective's tensors after it completes, which needs the GIL; destroying the group
+    while that is pending (the main thread holds the GIL while joining the thread) deadlocks.
+    Collectives run in order, so once the barrier is done, earlier ones are released."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """In-place sum over processes (no-op when not distributed); returns ``t``."""
     if is_distributed():

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from fastssl import distributed
 from fastssl.batch import Batch
 from fastssl.config import Config, ConfigError, coerce, load_preset, parse_overrides
 from fastssl.methods import options_help, resolve_config
@@ -250,9 +251,7 @@ def main(argv: list[str]) -> int:
         r = profile(run, opts, say)
     finally:
         if run.ddp:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+            distributed.shutdown()
     if run.rank != 0:
         return 0
     r["elapsed_s"] = time.perf_counter() - t0  # including setup (data scan, model build)

@@ -380,7 +380,7 @@ def train(cfg: Config, task: Task = Task()) -> Result:
         metrics.close()
         plot_curves(metrics.path, out / "curves.png")
     if run.ddp:
-        dist.destroy_process_group()
+        distributed.shutdown()
     if not math.isfinite(loss) and outputs:
         loss = outputs["loss"].item()
     return Result(acc, knn_init, loss, step, time.time() - t_start, stopped, task.metric,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from fastssl.config import parse_overrides
 from fastssl.data import dataset_index
 from fastssl.eval.features import extract
-from fastssl.methods import METHODS, MethodContext, build_method, resolve_config
+from fastssl.methods import METHODS, load_method, resolve_config
 from fastssl.pipelines.torch_loader import eval_loader
 from fastssl.profiling.host import machine_line
 from fastssl.train import train
@@ -93,10 +93,7 @@ PER_METHOD: dict[str, dict] = {
 @torch.no_grad()
 def embedding_std(out: Path, cfg) -> float:
     """Mean over dimensions of the std of L2-normalised backbone features on the val split."""
-    model = build_method(cfg, MethodContext.from_config(cfg, steps_per_epoch=1,
-                                                        inputs={"views", "labels"}))
-    state = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
+    model, _ = load_method(out / "checkpoints" / "last.pt")
     model.eval()
     index = dataset_index(cfg.data)
     feats, _ = extract(model.embed, eval_loader(index.val, cfg.crop_size, workers=cfg.workers),

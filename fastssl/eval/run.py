@@ -7,15 +7,14 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader
 
-from fastssl import checkpoint
 from fastssl.data import dataset_index
 from fastssl.data.layout import DatasetIndex, Split, is_video, scan
 from fastssl.distributed import resolve_device
 from fastssl.eval.features import extract
 from fastssl.eval.knn import knn_top1
 from fastssl.eval.linear import linear_top1
-from fastssl.methods import build_method, config_from_dict, get_method
-from fastssl.methods.base import Method, MethodContext
+from fastssl.methods import load_method
+from fastssl.methods.base import Method
 from fastssl.pipelines.clips import ClipSpec
 from fastssl.pipelines.torch_loader import eval_loader
 from fastssl.pipelines.video import eval_clip_loader
@@ -51,14 +50,8 @@ def knn_of_model(model: Method, index: DatasetIndex, *, crop_size: int, workers:
 def evaluate_checkpoint(path: str, protocol: str, *, data: str | None = None,
                         device: str = "auto", workers: int = 2) -> float:
     """kNN or linear-probe top-1 (%) of a checkpoint's frozen backbone, in one process."""
-    state = checkpoint.load(path)
-    checkpoint.check(state, path)
-    cfg = config_from_dict(state["config"])
+    model, cfg = load_method(path)
     dev = resolve_device(device)
-    ctx = MethodContext.from_config(cfg, steps_per_epoch=1,
-                                    inputs={*get_method(cfg.method).inputs, "labels"})
-    model = build_method(cfg, ctx)
-    model.load_state_dict(state["model"])
     model.to(dev).eval()
     index = scan(data) if data else dataset_index(cfg.data)
     train, test = features(model.embed, index, crop_size=cfg.crop_size, workers=workers,

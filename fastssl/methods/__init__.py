@@ -3,8 +3,10 @@ resolution that needs the methods' ``Args`` (``resolve_config``, ``config_from_d
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from fastssl import checkpoint
 from fastssl.batch import Batch
 from fastssl.config import (
     Config,
@@ -26,7 +28,7 @@ from fastssl.methods.simsiam import SimSiam
 from fastssl.methods.swav import SwAV
 
 __all__ = ["METHODS", "Batch", "Method", "MethodContext", "Outputs", "build_method",
-           "config_from_dict", "get_method", "options_help", "resolve_config"]
+           "config_from_dict", "get_method", "load_method", "options_help", "resolve_config"]
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
@@ -61,6 +63,19 @@ def options_help(tokens: list[str]) -> str:
     method = str(overrides.get("method", preset.get("method", Config.method)))
     cls = get_method(method)
     return help_text(cls.Args, method, cls.config_defaults)
+
+
+def load_method(path: str | Path) -> tuple[Method, Config]:
+    """The method of a ``fastssl train`` checkpoint (in one process, on the CPU) and its config;
+    one-line errors for a file that is not a checkpoint of this format."""
+    state = checkpoint.load(path)
+    checkpoint.check(state, path)
+    cfg = config_from_dict(state["config"])
+    ctx = MethodContext.from_config(cfg, steps_per_epoch=1,
+                                    inputs={*get_method(cfg.method).inputs, "labels"})
+    model = build_method(cfg, ctx)
+    model.load_state_dict(state["model"])
+    return model, cfg
 
 
 def config_from_dict(d: dict[str, Any]) -> Config:

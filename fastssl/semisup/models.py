@@ -15,7 +15,7 @@ from torch import nn
 from fastssl import checkpoint
 from fastssl.batch import Batch
 from fastssl.config import Config, from_dict, opt
-from fastssl.methods import build_method, config_from_dict, get_method
+from fastssl.methods import load_method
 from fastssl.methods.base import Method, MethodContext, Outputs
 from fastssl.models.heads import mlp
 from fastssl.semisup.losses import (
@@ -203,12 +203,7 @@ def ssl_encoder(path: str, from_head_layer: bool) -> tuple[nn.Sequential, Config
     """The pretrained encoder of an SSL checkpoint (``fastssl train``): the backbone, or with
     ``from_head_layer`` the backbone + the first projection-head layer (SimCLR v2), and the
     checkpoint's config."""
-    state = checkpoint.load(path)
-    cfg = config_from_dict(state["config"])
-    ctx = MethodContext.from_config(cfg, steps_per_epoch=1,
-                                    inputs={*get_method(cfg.method).inputs, "labels"})
-    model = build_method(cfg, ctx)
-    model.load_state_dict(state["model"])
+    model, cfg = load_method(path)
     if not from_head_layer:
         return nn.Sequential(model.backbone), cfg
     encoder = getattr(model, "encoder", None)

@@ -120,12 +120,7 @@ class DaliTrainLoader:
 
     def __init__(self, spec: LoaderSpec, *, stats: bool = False) -> None:
         self.spec, self.stats = spec, stats
-        split = self.split = spec.split
-        self.specs = list(spec.views)
-        batch_size, seed, rank, world = spec.batch_size, spec.seed, spec.rank, spec.world
-        self.batch_size, self.threads = batch_size, max(1, spec.workers)
-        self.seed, self.rank, self.world = seed, rank, world
-        self.device_type = spec.device_type
+        split = spec.split
         self.device_id = torch.cuda.current_device() if spec.device_type == "cuda" else None
         self.bg: BgOptions | None = spec.bg
         self.bg_skipped = 0
@@ -137,8 +132,8 @@ class DaliTrainLoader:
             self.masks = [str(m) if m is not None else full for m in masks]
             self.bank = [str(p) for p in bank_files(spec.bg.bank)] if spec.bg.bank else None
         self._pipelines: list[Any] = []
-        self.batches_per_epoch = len(epoch_batches(len(split), batch_size, seed=seed, epoch=0,
-                                                   rank=rank, world=world))
+        self.batches_per_epoch = len(epoch_batches(len(split), spec.batch_size, seed=spec.seed,
+                                                   epoch=0, rank=spec.rank, world=spec.world))
         self._bad: set[int] = set()
         self._checked = False
         self._replacement: dict[int, int] = {}
@@ -152,7 +147,7 @@ class DaliTrainLoader:
 
     @property
     def num_views(self) -> int:
-        return len(self.specs) + (self.bg.extra_views if self.bg else 0)
+        return len(self.spec.views) + (self.bg.extra_views if self.bg else 0)
 
     @property
     def pipelines(self) -> list[Any]:
@@ -173,34 +168,34 @@ class DaliTrainLoader:
         if i not in self._bad:
             self._bad.add(i)
             log.warning("skipping unreadable image %s (%s); replaced by the next readable one",
-                        self.split.paths[i], why)
+                        self.spec.split.paths[i], why)
 
     def _check_files(self) -> None:
         if not self._checked:
-            for i, p in enumerate(self.split.paths):
+            for i, p in enumerate(self.spec.split.paths):
                 if not looks_complete(p):
                     self._mark_bad(i, "truncated or not a JPEG/PNG")
             self._checked = True
-        if len(self._bad) == len(self.split):
-            raise RuntimeError(f"no readable image in {self.split.paths[0].parent.parent}")
+        if len(self._bad) == len(self.spec.split):
+            raise RuntimeError(f"no readable image in {self.spec.split.paths[0].parent.parent}")
         self._replacement = {}
         for i in self._bad:
             j = i
             while j in self._bad:
-                j = (j + 1) % len(self.split)
+                j = (j + 1) % len(self.spec.split)
             self._replacement[i] = j
 
     def _locate_bad(self, error: Exception, indices: list[int]) -> bool:
         """Find the file(s) behind a decode error among ``indices``; True if one was found."""
         found = False
-        by_path = {str(self.split.paths[i]): i for i in indices}
+        by_path = {str(self.spec.split.paths[i]): i for i in indices}
         for path in re.findall(r"Failed to decode sample #\d+ : (.+)", str(error)):
             if path.strip() in by_path:
                 self._mark_bad(by_path[path.strip()], "decode failed")
                 found = True
         if not found:
             for i in indices:
-                if i not in self._bad and not decodes(self.split.paths[i]):
+                if i not in self._bad and not decodes(self.spec.split.paths[i]):
                     self._mark_bad(i, "decode failed")
                     found = True
         return found
@@ -208,24 +203,26 @@ class DaliTrainLoader:
     # -- epochs ----------------------------------------------------------------------------
     def _order(self, epoch: int) -> list[int]:
         """All ranks' sample indices for the epoch, rank 0's slice first (the reader shards it)."""
-        per_rank = [sum(epoch_batches(len(self.split), self.batch_size, seed=self.seed,
-                                      epoch=epoch, rank=r, world=self.world), [])
-                    for r in range(self.world)]
+        s = self.spec
+        per_rank = [sum(epoch_batches(len(s.split), s.batch_size, seed=s.seed, epoch=epoch,
+                                      rank=r, world=s.world), [])
+                    for r in range(s.world)]
         return sum(per_rank, [])
 
     def _iterator(self, epoch: int, order: list[int]) -> DALIGenericIterator:
         src = [self._replacement.get(i, i) for i in order]
-        files = [str(self.split.paths[i]) for i in src]
+        files = [str(self.spec.split.paths[i]) for i in src]
         extra: dict[str, Any] = {}
         if self.stats:  # DALI 2.4 keeps executor statistics only with the static executor
             extra.update(enable_memory_stats=True, exec_dynamic=False)
         if self.bg is not None:
             extra = dict(bg=self.bg, mask_files=[self.masks[i] for i in src], bank=self.bank)
-        pipe = ssl_pipeline(files, [self.split.labels[i] for i in order], self.specs,
-                            shard_id=self.rank, num_shards=self.world,
-                            device_type=self.device_type, batch_size=self.batch_size,
-                            num_threads=self.threads, device_id=self.device_id,
-                            seed=derive_seed(self.seed, epoch, 0, self.rank) % (2**31 - 1),
+        pipe = ssl_pipeline(files, [self.spec.split.labels[i] for i in order], self.spec.views,
+                            shard_id=self.spec.rank, num_shards=self.spec.world,
+                            device_type=self.spec.device_type, batch_size=self.spec.batch_size,
+                            num_threads=max(1, self.spec.workers), device_id=self.device_id,
+                            seed=derive_seed(self.spec.seed, epoch, 0,
+                                             self.spec.rank) % (2**31 - 1),
                             prefetch_queue_depth=PREFETCH, **extra)
         self._pipelines = [pipe]
         names = [f"view{i}" for i in range(self.num_views)] + ["labels"]
@@ -235,8 +232,8 @@ class DaliTrainLoader:
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """Yield the batches ``start_batch ..`` of ``epoch``."""
         order = self._order(epoch)
-        mine = order[self.rank * len(order) // self.world:
-                     (self.rank + 1) * len(order) // self.world]
+        mine = order[self.spec.rank * len(order) // self.spec.world:
+                     (self.spec.rank + 1) * len(order) // self.spec.world]
         done = start_batch  # batches already delivered (or to be skipped)
         while True:
             self._check_files()
@@ -246,7 +243,7 @@ class DaliTrainLoader:
                     if b >= done:
                         d = out[0]
                         views = [d[f"view{i}"] for i in range(self.num_views)]
-                        n = len(self.specs)
+                        n = len(self.spec.views)
                         yield labelled(views[:n], d["labels"].reshape(-1).long(), views[n:])
                         done = b + 1
                     b += 1
@@ -254,8 +251,8 @@ class DaliTrainLoader:
             except RuntimeError as e:
                 if "decode" not in str(e).lower() and "Failed" not in str(e):
                     raise
-                lo = b * self.batch_size
-                window = mine[lo:lo + (PREFETCH + 2) * self.batch_size]
+                lo = b * self.spec.batch_size
+                window = mine[lo:lo + (PREFETCH + 2) * self.spec.batch_size]
                 if not self._locate_bad(e, [self._replacement.get(i, i) for i in window]):
                     raise
                 log.warning("rebuilding the DALI pipeline of epoch %d and replaying %d batches",

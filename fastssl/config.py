@@ -67,6 +67,8 @@ class Config:
     local_crops: int = opt(0, "local crops per image (multi-crop)")
     local_crop_size: int = opt(16, "local crop side (px)")
     local_scale: tuple[float, float] = opt((0.05, 0.2), "local crop area range")
+    clip_frames: int = opt(8, "frames per video clip (T)")
+    clip_stride: int = opt(2, "source frames between a clip's frames")
     # background augmentation (Ryali et al. 2021; fastssl.pipelines.background)
     bg_mode: str = opt("none", "background augmentation: none | rm | random | swaps")
     bg_p: float = opt(0.5, "probability of the background change")
@@ -283,7 +285,8 @@ def validate(cfg: Config) -> None:
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"config key '{key}': {getattr(cfg, key)!r} is not one of "
                               f"{', '.join(allowed)}")
-    for key in ("batch_size", "epochs", "crop_size", "global_crops", "log_every"):
+    for key in ("batch_size", "epochs", "crop_size", "global_crops", "log_every", "clip_frames",
+                "clip_stride"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {getattr(cfg, key)}")
     for key in ("global_scale", "local_scale"):

@@ -36,7 +36,7 @@ from fastssl.models.sync_bn import convert_sync_batchnorm
 from fastssl.optim import build_optimizer, cosine_factor, set_lr
 from fastssl.pipelines import LoaderSpec, TrainLoader, build_train_loader, resolve_loader
 from fastssl.pipelines.background import bg_options
-from fastssl.pipelines.clips import ClipSpec
+from fastssl.pipelines.clips import clip_spec
 from fastssl.pipelines.views import specs_for
 
 log = logging.getLogger("fastssl")
@@ -66,7 +66,7 @@ class Result:
 def knn_eval(model: Method, index: DatasetIndex, cfg: Config, device: torch.device) -> float:
     """Weighted kNN top-1 (%) of ``model.embed`` on the held-out split."""
     return knn_of_model(model, index, crop_size=cfg.crop_size, workers=cfg.workers, k=cfg.knn_k,
-                        temperature=cfg.knn_temperature, device=device)
+                        temperature=cfg.knn_temperature, device=device, clip=clip_spec(cfg))
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def loader_spec(cfg: Config, index: DatasetIndex, device: torch.device, rank: in
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
     views = tuple(specs_for(cfg, (task.method or get_method(cfg.method)).views))
-    clip = ClipSpec(scale=cfg.global_scale) if is_video(index.train.paths[0]) else None
+    clip = clip_spec(cfg, scale=cfg.global_scale) if is_video(index.train.paths[0]) else None
     return LoaderSpec(task.split or index.train, views, cfg.batch_size // world, cfg.workers,
                       cfg.seed, rank, world, device.type, bg_options(cfg, index), clip)
 

@@ -15,19 +15,21 @@ from fastssl.eval.knn import knn_top1
 from fastssl.eval.linear import linear_top1
 from fastssl.methods import load_method
 from fastssl.methods.base import Method
-from fastssl.pipelines.clips import ClipSpec
+from fastssl.pipelines.clips import ClipSpec, clip_spec
 from fastssl.pipelines.torch_loader import eval_loader
 from fastssl.pipelines.video import eval_clip_loader
 
+DEFAULT_CLIP = ClipSpec()
+
 
 def features(embed: Callable[[torch.Tensor], torch.Tensor], index: DatasetIndex, *,
-             crop_size: int, workers: int, device: torch.device
+             crop_size: int, workers: int, device: torch.device, clip: ClipSpec = DEFAULT_CLIP
              ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Frozen features and labels of the train and held-out splits (centre clips of a video
     set)."""
     def loader(split: Split) -> DataLoader:
         if is_video(split.paths[0]):
-            return eval_clip_loader(split, ClipSpec(), crop_size, workers=workers)
+            return eval_clip_loader(split, clip, crop_size, workers=workers)
         return eval_loader(split, crop_size, workers=workers)
 
     return extract(embed, loader(index.train), device), extract(embed, loader(index.val), device)
@@ -35,13 +37,14 @@ def features(embed: Callable[[torch.Tensor], torch.Tensor], index: DatasetIndex,
 
 @torch.no_grad()
 def knn_of_model(model: Method, index: DatasetIndex, *, crop_size: int, workers: int, k: int,
-                 temperature: float, device: torch.device) -> float:
+                 temperature: float, device: torch.device, clip: ClipSpec = DEFAULT_CLIP
+                 ) -> float:
     """Weighted kNN top-1 (%) of the method's ``embed`` (evaluation mode meanwhile)."""
     was_training = model.training
     model.eval()
     try:
         train, test = features(model.embed, index, crop_size=crop_size, workers=workers,
-                               device=device)
+                               device=device, clip=clip)
     finally:
         model.train(was_training)
     return knn_top1(*train, *test, k=k, temperature=temperature)
@@ -55,7 +58,7 @@ def evaluate_checkpoint(path: str, protocol: str, *, data: str | None = None,
     model.to(dev).eval()
     index = scan(data) if data else dataset_index(cfg.data)
     train, test = features(model.embed, index, crop_size=cfg.crop_size, workers=workers,
-                           device=dev)
+                           device=dev, clip=clip_spec(cfg))
     if protocol == "knn":
         return knn_top1(*train, *test, k=cfg.knn_k, temperature=cfg.knn_temperature)
     return linear_top1(*train, *test)

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import torch
 
+from fastssl.config import Config
 from fastssl.data.layout import Split
 
 SAMPLE_RATE = 16_000
@@ -47,6 +48,11 @@ class ClipSpec:
     def span(self) -> int:
         """Source frames a clip covers."""
         return (self.frames - 1) * self.stride + 1
+
+
+def clip_spec(cfg: Config, **overrides) -> ClipSpec:
+    """The clip spec of a run's config (``clip_frames``, ``clip_stride``)."""
+    return ClipSpec(frames=cfg.clip_frames, stride=cfg.clip_stride, **overrides)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,13 @@ from fastssl.models.heads import mlp
 from fastssl.models.video import audio_cnn, video_backbone
 
 
+def symmetric_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-modal InfoNCE in both directions: row i of ``a`` and of ``b`` are positives, every
+    other row of the other modality a negative. (B, D) each."""
+    return 0.5 * (info_nce(a, b, temperature=temperature)
+                  + info_nce(b, a, temperature=temperature))
+
+
 @dataclass
 class AVContrastiveArgs:
     video_backbone: str = opt("small3d", "small3d | r3d_18 | r2plus1d_18 (RGB and flow)")
@@ -54,7 +61,6 @@ class AVContrastive(Method):
         z_a = gather_with_grad(self.heads["audio"](self.audio_net(batch["audio"])))
         z_f = gather_with_grad(self.heads["flow"](self.flow_net(batch["flow"])))
         t = self.temperature
-        audio = 0.5 * (info_nce(z_v, z_a, temperature=t) + info_nce(z_a, z_v, temperature=t))
-        flow = 0.5 * (info_nce(z_v, z_f, temperature=t) + info_nce(z_f, z_v, temperature=t))
+        audio, flow = symmetric_nce(z_v, z_a, t), symmetric_nce(z_v, z_f, t)
         return {"loss": audio + self.flow_weight * flow, "loss_audio": audio.detach(),
                 "loss_flow": flow.detach()}

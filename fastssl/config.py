@@ -49,6 +49,8 @@ class Config:
     seed: int = opt(0, "random seed (weights, epoch order, views)")
     device: str = opt("auto", "auto | cpu | cuda")
     compile: str = opt("auto", "torch.compile the step: auto (on for CUDA) | on | off")
+    threads: int = opt(0, "CPU intra-op threads of each training process; 0 = auto (on CPU: "
+                       "the cores left after the loader's workers, at least 1)")
     deterministic: bool = opt(False, "deterministic algorithms (bit-exact resume on one machine)")
     # NHWC model and views: faster convolutions (oneDNN on CPU: ~30% per step on small_cnn;
     # tensor cores on CUDA)
@@ -293,6 +295,9 @@ def validate(cfg: Config) -> None:
         lo, hi = getattr(cfg, key)
         if not 0 < lo <= hi <= 1:
             raise ConfigError(f"config key '{key}' must satisfy 0 < min <= max <= 1, got {lo, hi}")
+    for key in ("threads", "workers"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {getattr(cfg, key)}")
     if not 0 <= cfg.bg_p <= 1:
         raise ConfigError(f"config key 'bg_p' must be in [0, 1], got {cfg.bg_p}")
 

@@ -9,7 +9,9 @@ import time
 import pytest
 import torch
 
+from fastssl.config import Config
 from fastssl.metrics import read
+from fastssl.train import cpu_threads
 from tests.helpers import TINY, cli_env, run_cli, tiny_shapes
 
 
@@ -126,3 +128,12 @@ def test_config_is_saved_resolved(trained):
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["method"] == "simclr" and saved["temperature"] == 0.5
     assert json.dumps(saved)  # plain types only
+
+
+def test_cpu_threads_leave_the_loaders_cores_to_the_loader(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    assert cpu_threads(Config(workers=2), "memory", world=1) == 8  # augments in the step
+    assert cpu_threads(Config(workers=2), "video", world=1) == 6
+    assert cpu_threads(Config(workers=3), "dali", world=2) == 1
+    assert cpu_threads(Config(workers=8), "torch", world=1) == 1  # never below one
+    assert cpu_threads(Config(workers=2, threads=5), "torch", world=1) == 5

@@ -39,6 +39,23 @@ def test_loss_is_the_two_way_cross_modal_info_nce():
     torch.testing.assert_close(out["loss"], ref_a + ref_f, rtol=1e-4, atol=1e-5)
 
 
+def test_other_times_of_the_same_videos_are_negatives_of_audio_and_flow():
+    """A second clip per video (another time): the audio and flow queries also score against
+    the other-time clips of every video, their own included, as negatives."""
+    _, model = make_method("av_contrastive", inputs=INPUTS, proj_hidden_dim=32, proj_dim=16)
+    model.eval()
+    x = batch()
+    other = torch.randn_like(x["clips"][0])
+    both = model({**x, "clips": [x["clips"][0], other]})
+    z_v, z_o = (model.heads["rgb"](model.backbone(c)) for c in (x["clips"][0], other))
+    t = model.temperature
+    for name, z in (("audio", model.heads["audio"](model.audio_net(x["audio"]))),
+                    ("flow", model.heads["flow"](model.flow_net(x["flow"])))):
+        expected = (0.5 * (info_nce(z_v, z, temperature=t) + info_nce(z, z_v, temperature=t))
+                    + info_nce(z, z_v, z_o, temperature=t))
+        torch.testing.assert_close(both[f"loss_{name}"], expected, rtol=1e-4, atol=1e-5)
+
+
 def test_every_encoder_gets_a_gradient_and_embed_gives_clip_features():
     _, model = make_method("av_contrastive", inputs=INPUTS, proj_hidden_dim=32, proj_dim=16)
     model(batch())["loss"].backward()
@@ -74,3 +91,12 @@ def test_fastssl_train_on_the_av_set(tiny_av, tmp_path):
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [2]
     assert {"loss_audio", "loss_flow"} <= set(next(r for r in records if "loss" in r))
+
+
+def test_residual_input_feeds_the_backbone_frame_differences():
+    net, _ = video_backbone("small3d", 3, residual=True)
+    x = torch.randn(2, 3, 5, 16, 16)
+    static = x[:, :, :1].expand_as(x)  # a still clip: every residual frame is zero
+    torch.testing.assert_close(net[0](static), torch.zeros(2, 3, 4, 16, 16))
+    torch.testing.assert_close(net[0](x), x[:, :, 1:] - x[:, :, :-1])
+    assert net(x).shape == (2, 128)

@@ -33,6 +33,7 @@
 #                                  limit leaves room to keep the numbers if it misses
 #   kernels-bench     120 s        loss kernel table (written row by row; cut first)
 #   report             10 s        gpu-suite-<gpu>.md: the issue's goal table + step list
+#   video-bench       120 s  DALI  only when named: NVDEC clips vs the fallback (issue 15)
 #   sum               685 s  (2026-11-28 on the H200: kernels check 65 s, kernels bench 121 s)
 # + machine start ~90 s, 4 part transfers ~40 s, 3 turns between calls ~60 s, receive + install
 # ~12 s = ~887 s of the 900 in the worst case; the expected total is lower.
@@ -41,7 +42,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 REHEARSAL=0
 STEPS=tests,data,profile-torch,pipelines-bench,tests-dali,profile-dali,kernels-bench,report
-KNOWN=,$STEPS,learning-cuda,train-compile,
+KNOWN=,$STEPS,learning-cuda,train-compile,video-bench,
 RESULTS_DIR=
 while (($#)); do
     case $1 in
@@ -172,6 +173,11 @@ step learning-cuda 200 "$PYTHON" benchmarks/learning.py --device "$DEVICE" --loa
 step train-compile 80 "$PYTHON" -m fastssl.cli train --device "$DEVICE" --compile on \
     --loader memory --backbone resnet18 --epochs 5 --eval_every 0 --progress false \
     --out /tmp/fastssl-compile
+
+# Only when named in --steps (issue 15): DALI video clips with NVDEC (H.264) against the FFmpeg
+# fallback, RGB / + audio / + flow, on the embedded AV set (generated first: ~1 min of CPU).
+dali_step video-bench 120 "$PYTHON" benchmarks/video.py --device "$DEVICE" --threads "$WORKERS" \
+    --results "$RESULTS_DIR/video-$GPU.md"
 
 # ===================== [report] the goal table of issue 19 from the files above ===========
 step report 10 "$PYTHON" benchmarks/gpu_report.py "$RESULTS_DIR" --gpu "$GPU"

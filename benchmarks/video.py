@@ -60,6 +60,8 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--results", default="",
+                   help="table path (default: benchmarks/results/video-<device>.md)")
     a = p.parse_args()
     split = scan(a.data or default_av_dataset()).train
     views = tuple(view_specs("simclr", crop_size=a.size, global_crops=2, global_scale=(0.3, 1)))
@@ -82,7 +84,7 @@ def main() -> None:
               f"{a.threads} DALI threads / DataLoader workers; clips/s over {a.batches} batches "
               f"after the first, median (range) of {a.repeats} epochs.\n\n"
               "| mode | DALI clips/s | fallback clips/s | DALI / fallback |\n|---|---|---|---|\n")
-    out = ROOT / "benchmarks" / "results" / f"video-{a.device}.md"
+    out = Path(a.results) if a.results else ROOT / "benchmarks" / "results" / f"video-{a.device}.md"
     out.write_text(header + "\n".join(rows) + "\n")
     print(f"wrote {out}")
 

@@ -23,7 +23,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (1, ("fastssl.models",)),
     (1, ("fastssl.data",)),
     (1, ("fastssl.optim",)),
-    (2, ("fastssl.methods", "fastssl.elo.tasks", "fastssl.elo.distill")),
+    (2, ("fastssl.methods",)),
     (2, ("fastssl.pipelines",)),
     (3, ("fastssl.eval", "fastssl.elo.fitness")),
     (4, ("fastssl.export",)),

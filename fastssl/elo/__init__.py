@@ -1,7 +1,5 @@
-"""ELo: evolving multi-modal, multi-task video losses (Piergiovanni et al., CVPR 2020).
-
-``tasks`` and ``distill`` are the method's parts (the layer of ``fastssl.methods``: the method is
-``fastssl.methods.elo``), ``fitness`` the unsupervised Zipf-KL score (the layer of
-``fastssl.eval``), ``search`` and ``commands`` the weight search and ``fastssl elo`` (above the
-training loop).
+"""ELo's loss-weight search (Piergiovanni et al., CVPR 2020): the unsupervised Zipf-KL fitness
+(``fitness``, the layer of ``fastssl.eval``), the proxy runs, the search itself and
+``fastssl elo search`` (above the training loop). The method, its tasks and distillation are
+``fastssl.methods.elo``.
 """

@@ -61,9 +61,12 @@ class SearchSpec:
 
 
 def grid_points(d: int, budget: int, seed: int) -> np.ndarray:
-    """``budget`` points of the grid with L = max(2, round(budget^(1/d))) levels per weight, in
-    a seeded random order (a budget below L^d covers a random part of the grid)."""
-    levels = np.linspace(0.0, 1.0, max(2, round(budget ** (1.0 / d))))
+    """``budget`` points of the coarsest grid (L >= 2 levels per weight) with at least
+    ``budget`` points, in a seeded random order (a budget below L^d covers a random part)."""
+    n_levels = 2
+    while n_levels ** d < budget:
+        n_levels += 1
+    levels = np.linspace(0.0, 1.0, n_levels)
     n = len(levels) ** d
     order = np.random.default_rng(seed).permutation(n)[:budget] if n > budget else np.arange(n)
     return np.array([levels[list(np.unravel_index(i, (len(levels),) * d))] for i in order])
@@ -83,6 +86,9 @@ class Proposer:
 
     def ask(self, gen: int, n: int) -> list[np.ndarray]:
         if self.cma is not None:
+            # reseeded per generation: a pickled CMA drops its random state, and a resumed
+            # search must ask what the uninterrupted one would have
+            self.cma.reseed_rng(self.spec.seed * 100_003 + gen)
             return [self.cma.ask() for _ in range(n)]
         if self.grid is not None:
             start = gen * self.spec.popsize

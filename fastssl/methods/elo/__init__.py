@@ -1,8 +1,8 @@
 """ELo (Piergiovanni, Angelova, Ryoo, CVPR 2020): multi-modal, multi-task self-supervised video
 learning with the flow and audio networks distilled into the RGB network. The loss of one
 candidate is L = sum_t w_t L_t + sum_d w_d L_d with every weight in [0, 1] (the tasks of
-``fastssl.elo.tasks``, the distillation of ``fastssl.elo.distill``); ``fastssl elo search``
-finds the weights without labels, ``--elo_weights FILE`` trains with them. ``embed`` is the RGB
+``tasks.py``, the distillation of ``distill.py`` beside this file); ``fastssl elo search`` finds
+the weights without labels, ``--elo_weights FILE`` trains with them. ``embed`` is the RGB
 network (kNN on clips, like every video method).
 
 Terms (weight names): ``reconstruct:rgb``, ``predict:rgb``, ``predict:flow``, ``order:rgb``,
@@ -23,8 +23,9 @@ from torch import nn
 
 from fastssl.batch import Batch
 from fastssl.config import ConfigError, opt
-from fastssl.elo.distill import Distiller, block_widths, tap
-from fastssl.elo.tasks import (
+from fastssl.methods.base import Method, MethodContext, Outputs
+from fastssl.methods.elo.distill import Distiller, block_widths, tap
+from fastssl.methods.elo.tasks import (
     AlignTask,
     ContrastTask,
     Encoded,
@@ -33,7 +34,6 @@ from fastssl.elo.tasks import (
     TransferTask,
     ViewContrastTask,
 )
-from fastssl.methods.base import Method, MethodContext, Outputs
 from fastssl.models.video import audio_cnn, video_backbone
 
 TASK_TERMS = ("reconstruct:rgb", "predict:rgb", "predict:flow", "order:rgb", "order:flow",

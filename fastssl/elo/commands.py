@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--distill_layers", default="3", help="RGB blocks distilled (1-based)")
     p.add_argument("--parallel", type=int, default=0,
                    help="candidates at once (default: one per GPU, else 1)")
+    p.add_argument("--shard", default="0/1",
+                   help="I/N: run candidates i with i %% N == I (a job array sharing --out; "
+                        "shard 0 proposes, the others wait for it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=DEFAULT_K, help="k-means clusters of the fitness")
     p.add_argument("--s", type=float, default=DEFAULT_S, help="Zipf exponent of the prior")
@@ -52,8 +55,12 @@ def build_spec(argv: list[str]) -> SearchSpec:
     import torch
 
     parallel = a.parallel or max(1, torch.cuda.device_count())
+    index, _, count = a.shard.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"--shard: expected I/N with 0 <= I < N, got {a.shard!r}")
     return SearchSpec(a.out, terms, a.budget, methods, a.popsize, a.seed, parallel, a.data,
-                      a.k, a.s, {**train_opts, "distill_layers": a.distill_layers})
+                      a.k, a.s, {**train_opts, "distill_layers": a.distill_layers},
+                      (int(index), int(count)))
 
 
 def search(argv: list[str]) -> int:

@@ -53,6 +53,10 @@ class SearchSpec:
     k: int = 32
     s: float = 1.0
     train: dict[str, Any] = field(default_factory=dict)  # proxy run options (fastssl train)
+    # this process runs candidates i with i % count == index (a job array over machines that
+    # share OUT); the others' results are awaited, polling every poll_s seconds
+    shard: tuple[int, int] = (0, 1)
+    poll_s: float = 10.0
 
     def identity(self) -> dict[str, Any]:
         """What a resumed search must share with the one on disk."""
@@ -102,10 +106,19 @@ class Proposer:
             self.cma.tell(list(zip(xs, fitness, strict=True)))
 
 
-def _generation(out: Path, proposer: Proposer, gen: int, n: int) -> list[np.ndarray]:
+def _wait_for(paths: Sequence[Path], poll_s: float) -> None:
+    while not all(p.exists() for p in paths):
+        time.sleep(poll_s)
+
+
+def _generation(out: Path, proposer: Proposer, gen: int, n: int,
+                spec: SearchSpec) -> list[np.ndarray]:
     """Generation ``gen``'s candidates: from disk when it was asked before (and the optimiser
-    state right after asking), else asked now and written before anything runs."""
+    state right after asking), else asked now and written before anything runs (by shard 0;
+    the other shards wait for it)."""
     path = out / f"gen_{gen:03d}.pkl"
+    if spec.shard[0] != 0:
+        _wait_for([path], spec.poll_s)
     if path.exists():
         state = pickle.loads(path.read_bytes())
         proposer.cma = state["cma"]
@@ -149,13 +162,17 @@ def search_method(spec: SearchSpec, method: str, evaluate: Evaluate,
     n_gens = -(-spec.budget // spec.popsize)
     for gen in range(n_gens):
         n = min(spec.popsize, spec.budget - gen * spec.popsize)
-        xs = _generation(out, proposer, gen, n)
+        xs = _generation(out, proposer, gen, n, spec)
         weights = [dict(zip(spec.terms, map(float, x), strict=True)) for x in xs]
-        pending = [(_result_path(out, gen, i), w) for i, w in enumerate(weights)
-                   if not _result_path(out, gen, i).exists()]
-        print(f"[{method}] generation {gen + 1}/{n_gens}: {len(xs) - len(pending)} of {len(xs)} "
+        paths = [_result_path(out, gen, i) for i in range(len(xs))]
+        done = sum(p.exists() for p in paths)
+        index, count = spec.shard
+        pending = [(p, w) for i, (p, w) in enumerate(zip(paths, weights, strict=True))
+                   if not p.exists() and i % count == index]
+        print(f"[{method}] generation {gen + 1}/{n_gens}: {done} of {len(xs)} "
               "candidates already done", file=sys.stderr, flush=True)
         _run_pending(spec, evaluate, pending, pool)
+        _wait_for(paths, spec.poll_s)
         gen_results = [{**json.loads(_result_path(out, gen, i).read_text()), "method": method,
                         "generation": gen, "candidate": i} for i in range(len(xs))]
         proposer.tell(xs, [r["fitness"] for r in gen_results])

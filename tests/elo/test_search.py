@@ -4,6 +4,7 @@ in the middle of a generation (finished candidates are not re-run)."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -87,3 +88,22 @@ def test_a_different_search_in_the_same_folder_is_refused(tmp_path):
     run_search(spec(tmp_path, budget=4, methods=("random",)), Toy())
     with pytest.raises(ValueError, match="another search"):
         run_search(spec(tmp_path, budget=4, methods=("random",), popsize=2), Toy())
+
+
+def test_two_shards_share_the_candidates_of_one_search(tmp_path):
+    """A job array: two processes on one folder; each candidate runs exactly once."""
+    toys = [Toy(), Toy()]
+    results: list = [None, None]
+
+    def shard(i: int) -> None:
+        results[i] = run_search(spec(tmp_path, methods=("cmaes",), shard=(i, 2), poll_s=0.01),
+                                toys[i])
+
+    threads = [threading.Thread(target=shard, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(toys[0].calls) == len(toys[1].calls) == 6
+    assert not any(c in toys[1].calls for c in toys[0].calls)
+    assert [r["fitness"] for r in results[0]] == [r["fitness"] for r in results[1]]

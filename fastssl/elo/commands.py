@@ -5,6 +5,7 @@ the proxy runs (``--epochs 2 --crop_size 32 ...``)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -32,9 +33,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--distill_layers", default="3", help="RGB blocks distilled (1-based)")
     p.add_argument("--parallel", type=int, default=0,
                    help="candidates at once (default: one per GPU, else 1)")
-    p.add_argument("--shard", default="0/1",
+    p.add_argument("--shard", default="",
                    help="I/N: run candidates i with i %% N == I (a job array sharing --out; "
-                        "shard 0 proposes, the others wait for it)")
+                        "shard 0 proposes, the others wait for it); under torchrun: RANK/"
+                        "WORLD_SIZE, one candidate per process and GPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=DEFAULT_K, help="k-means clusters of the fitness")
     p.add_argument("--s", type=float, default=DEFAULT_S, help="Zipf exponent of the prior")
@@ -54,10 +56,14 @@ def build_spec(argv: list[str]) -> SearchSpec:
         raise ValueError("--budget must be >= 1 and --popsize >= 2")
     import torch
 
-    parallel = a.parallel or max(1, torch.cuda.device_count())
-    index, _, count = a.shard.partition("/")
+    # under torchrun every rank is a shard with its own GPU (LOCAL_RANK); WORLD_SIZE is removed
+    # so that each proxy is a single-process run, not one DDP run over the ranks
+    world = int(os.environ.pop("WORLD_SIZE", "1"))
+    shard = a.shard or f"{os.environ.get('RANK', '0')}/{world}"
+    parallel = a.parallel or (1 if world > 1 else max(1, torch.cuda.device_count()))
+    index, _, count = shard.partition("/")
     if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise ValueError(f"--shard: expected I/N with 0 <= I < N, got {a.shard!r}")
+        raise ValueError(f"--shard: expected I/N with 0 <= I < N, got {shard!r}")
     return SearchSpec(a.out, terms, a.budget, methods, a.popsize, a.seed, parallel, a.data,
                       a.k, a.s, {**train_opts, "distill_layers": a.distill_layers},
                       (int(index), int(count)))

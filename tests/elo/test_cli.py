@@ -5,10 +5,12 @@ process (``fastssl.cli.main``): the imports are paid once."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from fastssl.cli import main
+from fastssl.elo.commands import build_spec
 
 PROXY = ["--batch_size", "4", "--crop_size", "16", "--workers", "0", "--knn_k", "3"]
 
@@ -51,3 +53,12 @@ def test_elo_search_help_and_bad_options(capsys):
     assert "unknown search method" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: --budget is required
         main(["elo", "search", "--data", "x"])
+
+
+def test_under_torchrun_each_rank_is_a_shard_and_proxies_are_single_process(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    spec = build_spec(["--data", "x", "--budget", "8"])
+    assert spec.shard == (2, 4) and spec.parallel == 1
+    assert "WORLD_SIZE" not in os.environ  # fastssl train would start DDP over the ranks
+    assert build_spec(["--data", "x", "--budget", "8", "--shard", "1/3"]).shard == (1, 3)

@@ -29,6 +29,7 @@ import torch
 from scipy.stats import spearmanr
 
 from fastssl.config import parse_overrides
+from fastssl.elo.fitness import zipf_fitness
 from fastssl.elo.proxy import embed, evaluate_candidate, proxy_config, scoring_clips
 from fastssl.elo.search import SearchSpec, run_search
 from fastssl.eval.knn import knn_top1
@@ -67,6 +68,24 @@ def random_init_knn(data: str, seed: int, clips: dict, extra: dict) -> float:
                                     inputs={"clips", "audio", "flow", "labels"})
     torch.manual_seed(seed)
     return knn_of(build_method(cfg, ctx), clips, cfg.knn_k)
+
+
+def rescored(results: list[dict], out: Path) -> dict[str, list[float]]:
+    """Every candidate's checkpoint re-scored with variants of the fitness (same embeddings)."""
+    variants: dict[str, list[float]] = {"k=8 (the classes)": [], "k=32, L2-normalised": [],
+                                        "k=32, s=2": [], "mean embedding norm (no fitness)": []}
+    for r in results:
+        folder = out / f"seed{r['seed']}" / r["method"] / \
+            f"g{r['generation']:03d}_c{r['candidate']:02d}"
+        model, _ = load_method(folder / "run" / "checkpoints" / "last.pt")
+        clips = torch.load(out / f"seed{r['seed']}" / "eval_clips.pt")
+        x = embed(model, clips["train"], torch.device("cpu"))
+        variants["k=8 (the classes)"].append(zipf_fitness(x, k=8, seed=r["seed"]))
+        variants["k=32, L2-normalised"].append(
+            zipf_fitness(torch.nn.functional.normalize(x, dim=1), k=32, seed=r["seed"]))
+        variants["k=32, s=2"].append(zipf_fitness(x, k=32, s=2.0, seed=r["seed"]))
+        variants["mean embedding norm (no fitness)"].append(float(x.norm(dim=1).mean()))
+    return variants
 
 
 def mean_sd(xs: list[float]) -> str:
@@ -119,6 +138,15 @@ def main() -> None:
         rs = [r for r in results if r["seed"] == seed]
         r_s, p_s = spearmanr([r["fitness"] for r in rs], [r["knn"] for r in rs])
         lines.append(f"| {seed} | {len(rs)} | {r_s:.3f} | {p_s:.3g} |")
+    lines += ["", "The same candidates re-scored with variants of the fitness (not searched "
+              "with; the embeddings of each candidate's proxy checkpoint):\n",
+              "| fitness variant | Spearman with kNN | p |", "|---|---|---|"]
+    variants = rescored(results, out)
+    for name, values in variants.items():
+        r_v, p_v = spearmanr(values, knn)
+        lines.append(f"| {name} | {r_v:.3f} | {p_v:.3g} |")
+    r_n, _ = spearmanr(fit, variants["mean embedding norm (no fitness)"])
+    lines.append(f"\nSpearman of the search's fitness with the mean embedding norm: {r_n:.3f}.")
     best_knn = max(knn)
     lowest = min(results, key=lambda r: r["fitness"])
     lines += ["", f"kNN range over the candidates: {min(knn):.2f} .. {best_knn:.2f}; the "

@@ -8,6 +8,7 @@ same for every candidate: they are decoded once per search into ``OUT/eval_clips
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ def scoring_clips(spec: SearchSpec, cfg: Config) -> dict[str, torch.Tensor]:
     path = Path(spec.out) / "eval_clips.pt"
     if path.exists():
         return torch.load(path)
+    print(f"decoding the centre clips of {cfg.data} for scoring (once per search: {path})",
+          file=sys.stderr, flush=True)
     (train_x, train_y), (val_x, val_y) = features(
         lambda x: x, dataset_index(cfg.data), crop_size=cfg.crop_size, workers=cfg.workers,
         device=torch.device("cpu"), clip=clip_spec(cfg))

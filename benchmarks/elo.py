@@ -174,10 +174,11 @@ def main() -> None:
     for seed in seeds:
         best = min(searches[seed], key=lambda r: r["fitness"])
         clips = torch.load(out / f"seed{seed}" / "eval_clips.pt")
-        elo, _ = final_run(a.data, best["weights"], out / f"final-elo-s{seed}", seed,
+        tag = f"e{a.final_epochs}-s{seed}"
+        elo, _ = final_run(a.data, best["weights"], out / f"final-elo-{tag}", seed,
                            a.final_epochs, clips, extra)
-        rgb, _ = final_run(a.data, RGB_ONLY, out / f"final-rgb-s{seed}", seed,
-                           a.final_epochs, clips, extra)
+        rgb, _ = final_run(a.data, RGB_ONLY, out / f"final-rgb-{tag}", seed, a.final_epochs,
+                           clips, extra)
         init = random_init_knn(a.data, seed, clips, extra)
         for key, v in (("elo", elo), ("rgb", rgb), ("init", init)):
             finals[key].append(v)

@@ -54,6 +54,8 @@ def build_spec(argv: list[str]) -> SearchSpec:
         raise ValueError(f"unknown search method(s) {sorted(unknown)} (choose from {METHODS})")
     if a.budget < 1 or a.popsize < 2:
         raise ValueError("--budget must be >= 1 and --popsize >= 2")
+    if "cmaes" in methods and a.popsize < 4:  # smaller ones divide by zero in cmaes' weights
+        raise ValueError("--popsize must be >= 4 for cmaes")
     import torch
 
     # under torchrun every rank is a shard with its own GPU (LOCAL_RANK); WORLD_SIZE is removed

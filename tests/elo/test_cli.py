@@ -18,7 +18,7 @@ PROXY = ["--batch_size", "4", "--crop_size", "16", "--workers", "0", "--knn_k", 
 def test_search_writes_table_plot_and_best_then_the_final_run_uses_them(tiny_av, tmp_path,
                                                                         capsys):
     out = tmp_path / "search"
-    search = ["elo", "search", "--data", str(tiny_av), "--budget", "2", "--popsize", "2",
+    search = ["elo", "search", "--data", str(tiny_av), "--budget", "2", "--popsize", "4",
               "--methods", "cmaes,grid", "--k", "4", "--out", str(out), *PROXY]
     assert main(search) == 0
     captured = capsys.readouterr()
@@ -51,6 +51,8 @@ def test_elo_search_help_and_bad_options(capsys):
     assert "--budget" in capsys.readouterr().out
     assert main(["elo", "search", "--data", "x", "--budget", "2", "--methods", "annealing"]) == 2
     assert "unknown search method" in capsys.readouterr().err
+    assert main(["elo", "search", "--data", "x", "--budget", "2", "--popsize", "2"]) == 2
+    assert "--popsize must be >= 4 for cmaes" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: --budget is required
         main(["elo", "search", "--data", "x"])
 

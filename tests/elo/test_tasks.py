@@ -85,7 +85,16 @@ def test_alignment_loss_chance_and_perfect():
     assert alignment_loss(torch.full((5,), -30.0), torch.full((5,), 30.0)).item() > 10
 
 
-def test_align_task_shifts_the_modality_in_time():
+def test_align_task_pairs_the_modality_with_another_moments_rgb():
+    task = AlignTask("audio", 3, 4, 8)
+    rgb, other, audio = torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 4)
+    enc = Encoded({}, {}, {"rgb": rgb, "audio": audio}, [other])
+    aligned = task.head(torch.cat([rgb, audio], 1)).squeeze(1)
+    shifted = task.head(torch.cat([other, audio], 1)).squeeze(1)
+    torch.testing.assert_close(task(enc), alignment_loss(aligned, shifted))
+
+
+def test_align_task_without_a_second_clip_rolls_the_modality_in_time():
     seen = []
 
     class Record(nn.Module):

@@ -175,4 +175,4 @@ class Elo(Method):
         return out
 
     def _needs_others(self) -> bool:
-        return any(t.startswith("contrast:") for t in self.tasks)
+        return any(t.startswith(("contrast:", "align:")) for t in self.tasks)

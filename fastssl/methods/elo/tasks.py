@@ -156,8 +156,10 @@ class ViewContrastTask(nn.Module):
 
 
 class AlignTask(nn.Module):
-    """Is ``modality`` aligned in time with the RGB clip? The shifted pair rolls the modality's
-    input by half its length along time (the same video, another moment)."""
+    """Is ``modality`` aligned in time with the RGB clip? The shifted pair is the same video's
+    RGB at another moment (the second clip, at an independent random time) with the modality.
+    Without a second clip, the modality's input is rolled by half its length in time instead,
+    which leaves a seam a network can learn to spot."""
 
     def __init__(self, modality: str, rgb_dim: int, dim: int, hidden: int) -> None:
         super().__init__()
@@ -165,11 +167,15 @@ class AlignTask(nn.Module):
         self.head = mlp([rgb_dim + dim, hidden, 1])
 
     def forward(self, enc: Encoded) -> torch.Tensor:
-        x, axis = enc.inputs[self.modality], TIME_AXIS[self.modality]
-        shifted = enc.encoders[self.modality](x.roll(max(1, x.shape[axis] // 2), dims=axis))
-        rgb = enc.features["rgb"]
-        aligned = self.head(torch.cat([rgb, enc.features[self.modality]], 1)).squeeze(1)
-        return alignment_loss(aligned, self.head(torch.cat([rgb, shifted], 1)).squeeze(1))
+        rgb, m = enc.features["rgb"], enc.features[self.modality]
+        if enc.rgb_others:
+            shifted = torch.cat([enc.rgb_others[0], m], 1)
+        else:
+            x, axis = enc.inputs[self.modality], TIME_AXIS[self.modality]
+            rolled = enc.encoders[self.modality](x.roll(max(1, x.shape[axis] // 2), dims=axis))
+            shifted = torch.cat([rgb, rolled], 1)
+        aligned = self.head(torch.cat([rgb, m], 1)).squeeze(1)
+        return alignment_loss(aligned, self.head(shifted).squeeze(1))
 
 
 class TransferTask(nn.Module):

@@ -97,9 +97,11 @@ class Elo(Method):
     name = "elo"
     inputs = ("clips", "audio", "flow")
     Args = EloArgs
-    # two clips per video: the second is "another moment" (contrastive negatives, contrast:rgb)
+    # two clips per video: the second is "another moment" (contrastive negatives, contrast:rgb);
+    # compile off: with the default terms, torch.compile's backward fails on CPU with an in-place
+    # version error on a 128-wide tensor (each term alone compiles; not resolved yet)
     config_defaults = {"global_crops": 2, "crop_size": 32, "global_scale": (0.5, 1.0),
-                       "channels_last": False}
+                       "channels_last": False, "compile": "off"}
 
     def __init__(self, args: EloArgs, ctx: MethodContext) -> None:
         super().__init__(args, ctx)

@@ -160,6 +160,11 @@ def test_weights_from_a_file_and_errors(tmp_path):
         load_weights("order:sound=1", (3,))
     with pytest.raises(ValueError, match="outside"):
         load_weights("order:rgb=1.5", (3,))
+    assert load_weights("distill:audio@2=0.5", (3,)) == {"distill:audio@2": 0.5}
+    with pytest.raises(ValueError, match="unknown term"):
+        load_weights("distill:rgb@2=0.5", (3,))
+    with pytest.raises(ValueError, match="3 blocks"):
+        make_method("elo", inputs=INPUTS, elo_weights="distill:flow@4=1")
 
 
 def test_all_zero_weights_still_give_a_loss_with_a_graph():

@@ -8,13 +8,15 @@ network (kNN on clips, like every video method).
 Terms (weight names): ``reconstruct:rgb``, ``predict:rgb``, ``predict:flow``, ``order:rgb``,
 ``order:flow``, ``contrast:audio``, ``contrast:flow``, ``contrast:rgb`` (RGB-only baseline),
 ``align:audio``, ``align:flow``, ``transfer:audio``, ``transfer:flow``,
-``distill:<flow|audio>@<block>`` for the blocks of ``--distill_layers``. A term with weight 0 is
+``distill:<flow|audio>@<block>`` (1-based blocks; ``--distill_layers`` without weights). A term
+with weight 0 is
 not built (no head, no compute).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,7 @@ TASK_TERMS = ("reconstruct:rgb", "predict:rgb", "predict:flow", "order:rgb", "or
 # the loss of the default run (no --elo_weights): the paper's terms that apply, weight 1
 DEFAULT_TERMS = ("reconstruct:rgb", "predict:rgb", "order:rgb", "contrast:audio",
                  "contrast:flow", "align:audio", "transfer:flow")
+DISTILL_TERM = re.compile(r"distill:(flow|audio)@[1-9][0-9]*")
 CHANNELS = {"rgb": 3, "flow": 2}
 # one sample of each modality, only to read the blocks' channel counts
 PROBE_SHAPES = {"rgb": (3, 4, 16, 16), "flow": (2, 4, 16, 16), "audio": (1, 40, 50)}
@@ -62,8 +65,7 @@ def parse_layers(text: str) -> tuple[int, ...]:
 def load_weights(spec: str, layers: tuple[int, ...]) -> dict[str, float]:
     """The loss weights of ``spec``: a JSON file (``{"weights": {name: w}}``, as ``fastssl elo
     search`` writes, or a plain mapping), inline ``name=w,name=w``, or empty (every default
-    term and distillation pair at 1). Terms not named weigh 0."""
-    known = (*TASK_TERMS, *distill_terms(layers))
+    term and distillation pair at ``layers`` at 1). Terms not named weigh 0."""
     if not spec:
         return {t: 1.0 for t in (*DEFAULT_TERMS, *distill_terms(layers))}
     if "=" in spec:
@@ -73,8 +75,9 @@ def load_weights(spec: str, layers: tuple[int, ...]) -> dict[str, float]:
         data = json.loads(Path(spec).read_text())
         raw = {k: float(v) for k, v in data.get("weights", data).items()}
     for name, w in raw.items():
-        if name not in known:
-            raise ConfigError(f"--elo_weights: unknown term {name!r} (known: {', '.join(known)})")
+        if name not in TASK_TERMS and not DISTILL_TERM.fullmatch(name):
+            raise ConfigError(f"--elo_weights: unknown term {name!r} (known: "
+                              f"{', '.join(TASK_TERMS)}, distill:<flow|audio>@<block>)")
         if not 0.0 <= w <= 1.0:
             raise ConfigError(f"--elo_weights: {name} = {w} is outside [0, 1]")
     return raw
@@ -86,7 +89,8 @@ class EloArgs:
                            "inline name=w,name=w, or empty (the default terms at 1)")
     video_backbone: str = opt("small3d", "small3d | r3d_18 | r2plus1d_18 (RGB and flow)")
     distill_layers: str = opt("3", "blocks of the RGB network distilled from flow and audio "
-                              "(comma-separated, 1-based)")
+                              "without --elo_weights (comma-separated, 1-based; weights name "
+                              "their blocks: distill:flow@2)")
     horizon: int = opt(1, "predict:* predicts this many frames from the clip's others")
     temperature: float = opt(0.1, "InfoNCE temperature of the contrastive tasks")
     proj_hidden_dim: int = opt(128, "hidden width of the task heads")
@@ -125,6 +129,9 @@ class Elo(Method):
             for t in self.weights:
                 if t.startswith("distill:"):
                     m, i = t.split(":")[1].split("@")
+                    if int(i) > min(len(widths["rgb"]), len(widths[m])):
+                        raise ConfigError(f"--elo_weights: {t}: the networks have "
+                                          f"{min(len(widths['rgb']), len(widths[m]))} blocks")
                     self.distillers[t] = Distiller(widths["rgb"][int(i) - 1],
                                                    widths[m][int(i) - 1])
 

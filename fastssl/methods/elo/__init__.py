@@ -9,8 +9,7 @@ Terms (weight names): ``reconstruct:rgb``, ``predict:rgb``, ``predict:flow``, ``
 ``order:flow``, ``contrast:audio``, ``contrast:flow``, ``contrast:rgb`` (RGB-only baseline),
 ``align:audio``, ``align:flow``, ``transfer:audio``, ``transfer:flow``,
 ``distill:<flow|audio>@<block>`` (1-based blocks; ``--distill_layers`` without weights). A term
-with weight 0 is
-not built (no head, no compute).
+with weight 0 is not built (no head, no compute).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from cmaes import CMA
 
+from fastssl.elo.fitness import DEFAULT_K, DEFAULT_S
 from fastssl.elo.report import Result, write_atomic, write_report
 
 log = logging.getLogger("fastssl.elo")
@@ -50,8 +51,8 @@ class SearchSpec:
     seed: int = 0
     parallel: int = 1
     data: str = ""
-    k: int = 32
-    s: float = 1.0
+    k: int = DEFAULT_K
+    s: float = DEFAULT_S
     train: dict[str, Any] = field(default_factory=dict)  # proxy run options (fastssl train)
     # this process runs candidates i with i % count == index (a job array over machines that
     # share OUT); the others' results are awaited, polling every poll_s seconds

@@ -61,8 +61,10 @@ def plot(results: Sequence[Result], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for method in dict.fromkeys(r["method"] for r in results):
         best = best_per_generation(results, method)
         ax.plot(range(1, len(best) + 1), best, marker="o", label=method)

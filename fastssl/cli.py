@@ -27,6 +27,7 @@ USAGE = """usage:
   fastssl data masks DIR [options]        (fastssl data masks --help)
   fastssl profile [train options]         (fastssl profile --help)
   fastssl export --checkpoint CKPT --out FILE [--format torch|safetensors]
+  fastssl elo search --data DIR --budget N [options]   (fastssl elo search --help)
 """
 
 
@@ -117,6 +118,12 @@ def cmd_profile(argv: list[str]) -> int:
     return profile_main(argv)
 
 
+def cmd_elo(argv: list[str]) -> int:
+    from fastssl.elo.commands import main as elo_main
+
+    return elo_main(argv)
+
+
 def cmd_semisup(name: str) -> Callable[[list[str]], int]:
     """``fastssl finetune | distill | selftrain`` (fastssl.semisup)."""
     def run(tokens: list[str]) -> int:
@@ -127,7 +134,7 @@ def cmd_semisup(name: str) -> Callable[[list[str]], int]:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "profile": cmd_profile,
-            "export": cmd_export,
+            "export": cmd_export, "elo": cmd_elo,
             **{name: cmd_semisup(name) for name in ("finetune", "distill", "selftrain")}}
 
 

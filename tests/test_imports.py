@@ -25,11 +25,12 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (1, ("fastssl.optim",)),
     (2, ("fastssl.methods",)),
     (2, ("fastssl.pipelines",)),
-    (3, ("fastssl.eval",)),
+    (3, ("fastssl.eval", "fastssl.elo.fitness")),
     (4, ("fastssl.export",)),
     (4, ("fastssl.train",)),
     (5, ("fastssl.profile", "fastssl.profiling")),
     (5, ("fastssl.semisup",)),
+    (5, ("fastssl.elo",)),
     (6, ("fastssl.cli",)),
 ]
 

@@ -21,6 +21,7 @@ from fastssl.methods.av_contrastive import AVContrastive
 from fastssl.methods.barlow_twins import BarlowTwins
 from fastssl.methods.base import Method, MethodContext, Outputs
 from fastssl.methods.byol import BYOL
+from fastssl.methods.elo import Elo
 from fastssl.methods.mocov2 import MoCoV2
 from fastssl.methods.mocov3 import MoCoV3
 from fastssl.methods.simclr import SimCLR, SimCLRv2
@@ -33,7 +34,7 @@ __all__ = ["METHODS", "Batch", "Method", "MethodContext", "Outputs", "build_meth
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (SimCLR, SimCLRv2, BYOL, SimSiam, BarlowTwins, SwAV, MoCoV2, MoCoV3,
-                AVContrastive)
+                AVContrastive, Elo)
 }
 
 

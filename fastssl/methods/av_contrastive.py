@@ -18,7 +18,7 @@ from fastssl.distributed import gather, gather_with_grad
 from fastssl.kernels import info_nce
 from fastssl.methods.base import Method, MethodContext, Outputs
 from fastssl.models.heads import mlp
-from fastssl.models.video import audio_cnn, video_backbone
+from fastssl.models.video import audio_cnn, rgb_backbone, video_backbone
 
 
 def symmetric_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -53,10 +53,7 @@ class AVContrastive(Method):
 
     def __init__(self, args: AVContrastiveArgs, ctx: MethodContext) -> None:
         super().__init__(args, ctx)
-        if args.rgb_input not in ("rgb", "residual"):
-            raise ValueError(f"rgb_input must be rgb or residual, got {args.rgb_input!r}")
-        self.backbone, self.feat_dim = video_backbone(args.video_backbone, 3,
-                                                      residual=args.rgb_input == "residual")
+        self.backbone, self.feat_dim = rgb_backbone(args.video_backbone, args.rgb_input)
         self.flow_net, flow_dim = video_backbone(args.video_backbone, 2)
         self.audio_net, audio_dim = audio_cnn()
         self.heads = torch.nn.ModuleDict({

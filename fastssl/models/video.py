@@ -42,6 +42,16 @@ def video_backbone(name: str, in_channels: int = 3, *, residual: bool = False
     return (nn.Sequential(FrameResidual(), net) if residual else net), dim
 
 
+RGB_INPUTS = ("rgb", "residual")
+
+
+def rgb_backbone(name: str, rgb_input: str) -> tuple[nn.Module, int]:
+    """The RGB clip encoder of a method's ``--rgb_input``: raw frames or residual frames."""
+    if rgb_input not in RGB_INPUTS:
+        raise ValueError(f"rgb_input must be one of {', '.join(RGB_INPUTS)}, got {rgb_input!r}")
+    return video_backbone(name, 3, residual=rgb_input == "residual")
+
+
 def _video_backbone(name: str, in_channels: int) -> tuple[nn.Module, int]:
     if name == "small3d":
         return small3d(in_channels), 128

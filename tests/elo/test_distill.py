@@ -66,3 +66,10 @@ def test_distillation_pulls_the_rgb_block_towards_the_teacher():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_blocks_of_a_residual_input_network_are_those_behind_it():
+    plain, _ = video_backbone("small3d", 3)
+    residual, _ = video_backbone("small3d", 3, residual=True)
+    assert blocks(residual) == [f"1.{name}" for name in blocks(plain)]
+    assert block_widths(residual, (3, 4, 16, 16)) == block_widths(plain, (3, 4, 16, 16))

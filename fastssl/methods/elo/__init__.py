@@ -35,7 +35,7 @@ from fastssl.methods.elo.tasks import (
     TransferTask,
     ViewContrastTask,
 )
-from fastssl.models.video import audio_cnn, video_backbone
+from fastssl.models.video import audio_cnn, rgb_backbone, video_backbone
 
 TASK_TERMS = ("reconstruct:rgb", "predict:rgb", "predict:flow", "order:rgb", "order:flow",
               "contrast:audio", "contrast:flow", "contrast:rgb", "align:audio", "align:flow",
@@ -87,6 +87,8 @@ class EloArgs:
     elo_weights: str = opt("", "loss weights: a JSON file from `fastssl elo search` (best.json), "
                            "inline name=w,name=w, or empty (the default terms at 1)")
     video_backbone: str = opt("small3d", "small3d | r3d_18 | r2plus1d_18 (RGB and flow)")
+    rgb_input: str = opt("residual", "rgb | residual: the RGB network reads raw frames or "
+                         "differences of consecutive frames (as av_contrastive)")
     distill_layers: str = opt("3", "blocks of the RGB network distilled from flow and audio "
                               "without --elo_weights (comma-separated, 1-based; weights name "
                               "their blocks: distill:flow@2)")
@@ -110,7 +112,7 @@ class Elo(Method):
         super().__init__(args, ctx)
         layers = parse_layers(args.distill_layers)
         self.weights = {k: w for k, w in load_weights(args.elo_weights, layers).items() if w > 0}
-        self.backbone, self.feat_dim = video_backbone(args.video_backbone, 3)
+        self.backbone, self.feat_dim = rgb_backbone(args.video_backbone, args.rgb_input)
         used = {t.split(":")[1].split("@")[0] for t in self.weights}
         dims = {"rgb": self.feat_dim}
         self.flow_net: nn.Module | None = None

@@ -16,10 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastssl.models.video import FrameResidual
+
 
 def blocks(net: nn.Module) -> list[str]:
     """Names of ``net``'s blocks, in order: the ReLUs closing each conv block of a sequential
-    network (``small3d``, ``audio_cnn``), else torchvision's ``layer1`` .. ``layer4``."""
+    network (``small3d``, ``audio_cnn``), else torchvision's ``layer1`` .. ``layer4``; those of
+    the network behind a :class:`FrameResidual` input."""
+    if isinstance(net, nn.Sequential) and isinstance(net[0], FrameResidual):
+        return [f"1.{name}" for name in blocks(net[1])]
     if isinstance(net, nn.Sequential):
         return [name for name, m in net.named_children() if isinstance(m, nn.ReLU)]
     return [name for name, _ in net.named_children() if name.startswith("layer")]

@@ -225,7 +225,11 @@ def default_dataset() -> Path:
     return cached_dataset("shapes-v3", synth_shapes)
 
 
+def synth_cluttered(out: str | Path, *, seed: int = 0) -> Path:
+    """The high-clutter shapes set: 4000 train / 1000 val images of 64 px (the issue 14 size)."""
+    return synth_shapes(out, train_per_class=400, val_per_class=100, seed=seed, clutter="high")
+
+
 def cluttered_dataset() -> Path:
-    """The high-clutter shapes set (4000 train / 1000 val, 64 px), generated once."""
-    return cached_dataset("shapes-clutter-v1", lambda out: synth_shapes(
-        out, train_per_class=400, val_per_class=100, clutter="high"))
+    """The high-clutter shapes set, generated once under ``$FASTSSL_HOME``."""
+    return cached_dataset("shapes-clutter-v1", synth_cluttered)

@@ -80,10 +80,12 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def _sample(self, i: int, like: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Image, mask and foreground-free background of sample ``i`` (resized to ``like``)."""
+    def _sample(self, i: int, like: torch.Tensor | None = None,
+                image: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Image (decoded unless given), mask and foreground-free background of sample ``i``
+        (resized to ``like``)."""
         assert self.bg is not None
-        image = self.decode(i)
+        image = self.decode(i) if image is None else image
         mask, background = mask_and_background(image, self.masks[i], self.own[i], self.bg)
         if like is None:
             return [image, mask, background]
@@ -120,12 +122,12 @@ class ImageFiles(Dataset):
             if self.bg is None:
                 views = [t(image) for t in self.transforms]
             elif self.bg.swaps:
-                anchor = self._sample(index)
+                anchor = self._sample(index, image=image)
                 views = [t(image) for t in self.transforms]
                 views += [self.transforms[0](x)  # BG_Swaps: positive, hard negative
                           for x in self._background(index, self.bg, anchor)[1]]
             else:  # a background draw per view
-                anchor = self._sample(index)
+                anchor = self._sample(index, image=image)
                 views = [t(self._background(index, self.bg, anchor)[0]) for t in self.transforms]
         return views, self.split.labels[index]
 

@@ -219,15 +219,17 @@ def test_loader_rm_and_skip(shapes_dir, tmp_path, name, device, caplog):
 
 
 @pytest.mark.slow
-def test_train_simclr_bg_swaps(shapes_dir, tmp_path):
-    """SimCLR consumes the two BG_Swaps views (torch loader on CPU; a few steps)."""
+@pytest.mark.parametrize("method,loader", [("simclr", "dali" if HAS_DALI else "torch"),
+                                           ("mocov2", "memory")])
+def test_train_with_bg_swaps(shapes_dir, tmp_path, method, loader):
+    """SimCLR and MoCo v2 train on the BG_Swaps pair (a few steps)."""
     from fastssl.train import train
 
-    loader = "dali" if HAS_DALI else "torch"
     cfg = resolve_config(overrides={"data": str(shapes_dir), "out": str(tmp_path / "run"),
                              "epochs": "1", "batch_size": "16", "bg_mode": "swaps",
                              "eval_every": "-1", "progress": "false", "loader": loader,
-                             "proj_hidden_dim": "64", "proj_dim": "32", "crop_size": "16"})
+                             "method": method, "proj_hidden_dim": "64", "proj_dim": "32",
+                             "crop_size": "16"})
     result = train(cfg)
     assert result.steps == len(scan(shapes_dir).train) // 16
     assert np.isfinite(result.final_loss)

@@ -139,15 +139,15 @@ def table(rows: list[dict], grid: list[tuple]) -> list[str]:
     for r in rows:
         groups.setdefault((r["set"], r["method"], r["mode"], r["masks"], r["bg_p"]),
                           []).append(r)
-    lines = ["| set | method | mode (p) | masks | seeds | kNN top-1 | gain over init | "
-             "vs none | only_fg | mixed_rand | gap mixed_rand |", "|" + "---|" * 11]
+    lines = ["| set | method | mode (p) | masks | epochs | seeds | kNN top-1 | gain over init | "
+             "vs none | only_fg | mixed_rand | gap mixed_rand |", "|" + "---|" * 12]
     for key, rs in sorted(groups.items()):
         base = groups.get((key[0], key[1], "none", "exact", 0.0), [])
         knn = [r["knn_top1"] for r in rs]
         delta = (f"{statistics.mean(knn) - statistics.mean(r['knn_top1'] for r in base):+.1f}"
                  if base and key[2] != "none" else "")
         lines.append(
-            f"| {key[0]} | {key[1]} | {key[2]} ({key[4]:g}) | {key[3]} | "
+            f"| {key[0]} | {key[1]} | {key[2]} ({key[4]:g}) | {key[3]} | {rs[0]['epochs']} | "
             f"{','.join(str(r['seed']) for r in rs)} | {_mean_sd(knn)} | "
             f"{_mean_sd([r['knn_top1'] - r['knn_top1_init'] for r in rs])} | {delta} | "
             f"{_mean_sd([r['only_fg'] for r in rs])} | {_mean_sd([r['mixed_rand'] for r in rs])}"

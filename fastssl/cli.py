@@ -18,13 +18,14 @@ from fastssl.data.layout import DataError
 USAGE = """usage:
   fastssl train [--config PRESET] [--method NAME] [--data DIR] [--epochs E] [--out OUT]
                 [--resume] [--KEY=VALUE ...]
-  fastssl eval {knn,linear} --checkpoint CKPT [--data DIR]
+  fastssl eval {knn,linear} --checkpoint CKPT [--data DIR] [--bg_shift only_fg,mixed_rand]
   fastssl finetune [--checkpoint CKPT] [--labels 1%|10%|N] [options]   (fastssl finetune --help)
   fastssl distill --teacher CKPT [--student BACKBONE] [options]        (fastssl distill --help)
   fastssl selftrain [--labels 10%] [--iterations K] [options]         (fastssl selftrain --help)
   fastssl data synth {shapes,digits,av} OUT
   fastssl data prepare-video SRC OUT [options]   (fastssl data prepare-video --help)
   fastssl data masks DIR [options]        (fastssl data masks --help)
+  fastssl data backgrounds DIR [options]  (fastssl data backgrounds --help)
   fastssl profile [train options]         (fastssl profile --help)
   fastssl export --checkpoint CKPT --out FILE [--format torch|safetensors]
   fastssl elo search --data DIR --budget N [options]   (fastssl elo search --help)
@@ -64,8 +65,20 @@ def cmd_eval(argv: list[str]) -> int:
     p.add_argument("--data", default=None, help="dataset root (default: the one trained on)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--bg_shift", default="", help="knn on held-out variants built from the "
+                   "masks: comma list of only_fg, mixed_same, mixed_rand")
     a = p.parse_args(argv)
-    from fastssl.eval.run import evaluate_checkpoint
+    from fastssl.eval.run import bg_shift_checkpoint, evaluate_checkpoint
+
+    if a.bg_shift:
+        if a.protocol != "knn":
+            p.error("--bg_shift needs the knn protocol")
+        shifts = [s for s in a.bg_shift.split(",") if s]
+        res = bg_shift_checkpoint(a.checkpoint, shifts, data=a.data, device=a.device,
+                                  workers=a.workers)
+        print(" ".join(f"knn_top1[{k}]={v:.2f}" if not k.startswith(("gap", "bg_gap"))
+                       else f"{k}={v:+.2f}" for k, v in res.items()))
+        return 0
 
     top1 = evaluate_checkpoint(a.checkpoint, a.protocol, data=a.data, device=a.device,
                                workers=a.workers)
@@ -78,6 +91,10 @@ def cmd_data(argv: list[str]) -> int:
         from fastssl.data.masks import main as masks_main
 
         return masks_main(argv[1:])
+    if argv[:1] == ["backgrounds"]:
+        from fastssl.data.backgrounds import main as backgrounds_main
+
+        return backgrounds_main(argv[1:])
     if argv[:1] == ["prepare-video"]:
         from fastssl.data.video import main as prepare_main
 
@@ -87,8 +104,13 @@ def cmd_data(argv: list[str]) -> int:
     synth = sub.add_parser("synth", help="write an embedded data set in the standard layout")
     synth.add_argument("name", choices=["shapes", "digits", "av"])
     synth.add_argument("out")
+    synth.add_argument("--clutter", choices=["low", "high"], default="low",
+                       help="shapes: high = smaller shapes on per-image textured backgrounds "
+                       "(a background shortcut; 4000 train / 1000 val)")
     sub.add_parser("masks", help="foreground masks for background augmentation "
                                  "(fastssl data masks --help)")
+    sub.add_parser("backgrounds", help="foreground-free backgrounds from the masks "
+                                       "(fastssl data backgrounds --help)")
     a = p.parse_args(argv)
     from fastssl.data.layout import scan
     from fastssl.data.synth import GENERATORS
@@ -97,6 +119,10 @@ def cmd_data(argv: list[str]) -> int:
         from fastssl.data.av import synth_av
 
         out = synth_av(a.out)
+    elif a.clutter == "high":
+        from fastssl.data.synth import synth_cluttered
+
+        out = synth_cluttered(a.out)
     else:
         out = GENERATORS[a.name](a.out)
     index = scan(out)

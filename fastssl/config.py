@@ -69,12 +69,16 @@ class Config:
     local_crops: int = opt(0, "local crops per image (multi-crop)")
     local_crop_size: int = opt(16, "local crop side (px)")
     local_scale: tuple[float, float] = opt((0.05, 0.2), "local crop area range")
+    crop_antialias: bool = opt(True, "antialiased crop resampling (torchvision, DALI); false = "
+                               "plain bilinear (sharper views), the same in every loader")
     clip_frames: int = opt(8, "frames per video clip (T)")
     clip_stride: int = opt(2, "source frames between a clip's frames")
     # background augmentation (Ryali et al. 2021; fastssl.pipelines.background)
     bg_mode: str = opt("none", "background augmentation: none | rm | random | swaps")
-    bg_p: float = opt(0.5, "probability of the background change")
-    bg_bank: str = opt("", "directory of background images for random / swaps")
+    bg_p: float = opt(-1.0, "probability of the background change per view; -1 = the mode's "
+                      "paper default (pipelines/background.py DEFAULT_P)")
+    bg_bank: str = opt("", "foreground-free backgrounds (fastssl data backgrounds) or any "
+                       "directory of background images; empty = filled on the fly")
     bg_missing_mask: str = opt("error", "an image without a mask in DIR/masks/: error | skip")
     # model
     backbone: str = opt("small_cnn",
@@ -298,8 +302,8 @@ def validate(cfg: Config) -> None:
     for key in ("threads", "workers"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {getattr(cfg, key)}")
-    if not 0 <= cfg.bg_p <= 1:
-        raise ConfigError(f"config key 'bg_p' must be in [0, 1], got {cfg.bg_p}")
+    if not (0 <= cfg.bg_p <= 1 or cfg.bg_p == -1):
+        raise ConfigError(f"config key 'bg_p' must be in [0, 1] or -1, got {cfg.bg_p}")
 
 
 def save(cfg: Config, path: str | Path) -> None:

@@ -3,6 +3,11 @@
 - ``shapes``: ten procedurally drawn shape classes with exact foreground masks. Colour, size,
   position, rotation and a cluttered background vary per image, so raw pixels carry almost no
   class signal while the shape does.
+- ``shapes --clutter high``: the same shapes (smaller) on backgrounds that identify their image:
+  a two-colour grating of per-image orientation, period and colours with thick strokes. Crops,
+  flips, colour jitter and greyscale keep the grating's orientation and period, so instance
+  discrimination can succeed on the background alone: the shortcut background augmentation is
+  meant to remove.
 - ``digits``: scikit-learn's bundled 8x8 handwritten digits (real data), upscaled.
 """
 
@@ -28,6 +33,13 @@ SUPERSAMPLE = 4  # masks are drawn at 4x and box-downsampled for smooth, exact e
 BG_CONTRAST = 30
 CLUTTER_LINES = 4
 MIN_LUMA_GAP = 60
+CLUTTER = ("low", "high")
+# high clutter: grating period (px at 64 px), stroke count and width, shape radius (fraction of
+# the side; smaller than low clutter's 0.25-0.42, so crops hold more background)
+GRATING_PERIOD = (5.0, 14.0)
+STROKES = (3, 6)
+STROKE_WIDTH = (2, 4)
+HIGH_RADIUS = (0.2, 0.34)
 
 
 def fastssl_home() -> Path:
@@ -91,26 +103,55 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
     return np.asarray(bg.filter(ImageFilter.GaussianBlur(0.6)), dtype=np.float32), base
 
 
+def _grating_background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """High clutter: a sharp two-colour grating (per-image orientation, period, phase and
+    colours) under a few thick strokes of random colours. Returns the background and its mean
+    colour."""
+    c1 = rng.uniform(20, 235, 3)
+    c2 = np.clip(c1 + rng.choice([-1, 1], 3) * rng.uniform(50, 110, 3), 0, 255)
+    theta, period = rng.uniform(0, math.pi), rng.uniform(*GRATING_PERIOD) * size / 64
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    wave = np.sin(2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta)) / period
+                  + rng.uniform(0, 2 * math.pi))
+    t = (np.tanh(3 * wave) + 1)[..., None] / 2
+    bg = Image.fromarray((c1 * t + c2 * (1 - t)).astype(np.uint8))
+    draw = ImageDraw.Draw(bg)
+    for _ in range(int(rng.integers(*STROKES, endpoint=True))):
+        colour = tuple(int(c) for c in rng.uniform(0, 255, 3))
+        draw.line(list(rng.uniform(0, size, 4)), fill=colour,
+                  width=int(rng.integers(*STROKE_WIDTH, endpoint=True)))
+    return np.asarray(bg, dtype=np.float32), (c1 + c2) / 2
+
+
 def _luma(rgb: np.ndarray) -> float:
     return float(rgb @ np.array([0.299, 0.587, 0.114]))
 
 
-def render_shape(rng: np.random.Generator, label: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def render_shape(rng: np.random.Generator, label: int, size: int, clutter: str = "low"
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """One image (H, W, 3 uint8) of class ``label`` and its exact mask (H, W uint8, 255 = shape)."""
+    image, mask, _ = render_with_background(rng, label, size, clutter)
+    return image, mask
+
+
+def render_with_background(rng: np.random.Generator, label: int, size: int,
+                           clutter: str = "low") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``render_shape`` plus the true background behind the shape (H, W, 3 uint8): the reference
+    that foreground-free fills are measured against."""
     big = size * SUPERSAMPLE
-    r = rng.uniform(0.25, 0.42) * big
+    r = rng.uniform(*(HIGH_RADIUS if clutter == "high" else (0.25, 0.42))) * big
     cx, cy = rng.uniform(r * 0.85, big - r * 0.85, 2)
     mask_img = Image.new("L", (big, big), 0)
     _draw_shape(ImageDraw.Draw(mask_img), SHAPES[label], cx, cy, r, rng.uniform(0, 2 * math.pi))
     alpha = np.asarray(mask_img.resize((size, size), Image.Resampling.BOX),
                        dtype=np.float32) / 255.0
     mask = np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
-    background, base = _background(rng, size)
+    background, base = (_grating_background if clutter == "high" else _background)(rng, size)
     fg = _hsv_colour(rng, (0.3, 1.0), (0.1, 1.0))
     while abs(_luma(fg) - _luma(base)) < MIN_LUMA_GAP:  # the shape must stand out in grey too
         fg = _hsv_colour(rng, (0.3, 1.0), (0.1, 1.0))
     image = np.where((mask == 255)[..., None], fg[None, None].astype(np.float32), background)
-    return image.astype(np.uint8), mask
+    return image.astype(np.uint8), mask, background.astype(np.uint8)
 
 
 def _write(out: Path, split: str, cls: str, name: str, image: np.ndarray,
@@ -125,14 +166,16 @@ def _write(out: Path, split: str, cls: str, name: str, image: np.ndarray,
 
 
 def synth_shapes(out: str | Path, *, train_per_class: int = 500, val_per_class: int = 100,
-                 size: int = 64, seed: int = 0) -> Path:
-    """Write the shapes set to ``out`` (train/, val/, masks/)."""
+                 size: int = 64, seed: int = 0, clutter: str = "low") -> Path:
+    """Write the shapes set to ``out`` (train/, val/, masks/); ``clutter``: low | high."""
+    if clutter not in CLUTTER:
+        raise ValueError(f"clutter must be one of {', '.join(CLUTTER)}, got {clutter!r}")
     out = Path(out)
     rng = np.random.default_rng(seed)
     for split, n in (("train", train_per_class), ("val", val_per_class)):
         for label, cls in enumerate(SHAPES):
             for i in range(n):
-                image, mask = render_shape(rng, label, size)
+                image, mask = render_shape(rng, label, size, clutter)
                 _write(out, split, cls, f"{cls}_{i:05d}", image, mask)
     return out
 
@@ -180,3 +223,13 @@ def cached_dataset(name: str, generate: Callable[[Path], object]) -> Path:
 def default_dataset() -> Path:
     """The embedded shapes set, generated once under ``$FASTSSL_HOME``."""
     return cached_dataset("shapes-v3", synth_shapes)
+
+
+def synth_cluttered(out: str | Path, *, seed: int = 0) -> Path:
+    """The high-clutter shapes set: 4000 train / 1000 val images of 64 px (the issue 14 size)."""
+    return synth_shapes(out, train_per_class=400, val_per_class=100, seed=seed, clutter="high")
+
+
+def cluttered_dataset() -> Path:
+    """The high-clutter shapes set, generated once under ``$FASTSSL_HOME``."""
+    return cached_dataset("shapes-clutter-v1", synth_cluttered)

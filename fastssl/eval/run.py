@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from fastssl.data import dataset_index
 from fastssl.data.layout import DatasetIndex, Split, is_video, scan
 from fastssl.distributed import resolve_device
+from fastssl.eval.bg_shift import bg_shift_knn
 from fastssl.eval.features import extract
 from fastssl.eval.knn import knn_top1
 from fastssl.eval.linear import linear_top1
@@ -62,3 +63,14 @@ def evaluate_checkpoint(path: str, protocol: str, *, data: str | None = None,
     if protocol == "knn":
         return knn_top1(*train, *test, k=cfg.knn_k, temperature=cfg.knn_temperature)
     return linear_top1(*train, *test)
+
+
+def bg_shift_checkpoint(path: str, shifts: list[str], *, data: str | None = None,
+                        device: str = "auto", workers: int = 2) -> dict[str, float]:
+    """``bg_shift_knn`` of a checkpoint (its config's crop size and kNN settings)."""
+    model, cfg = load_method(path)
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    index = scan(data) if data else dataset_index(cfg.data)
+    return bg_shift_knn(model.embed, index, shifts, crop_size=cfg.crop_size, k=cfg.knn_k,
+                        temperature=cfg.knn_temperature, device=dev, workers=workers)

@@ -18,6 +18,11 @@ discriminating instances. So a single process emulates ``bn_splits`` devices, as
 single-GPU CIFAR-10 demo does with its SplitBatchNorm: queries and keys are normalised in groups of
 B / bn_splits, and the keys are shuffled between the groups before the key encoder and put back
 in order after it.
+
+BG_Swaps (Ryali et al. 2021): when the loader provides ``bg_positive`` / ``bg_negative``, the
+keys of the hard negatives (another image's foreground on the anchor's background) join the
+queue term of every loss of the step (they are not enqueued), and the extra positive (the
+anchor's foreground on another background) adds a term with the first query.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class MoCoV2(Method):
         queue = F.normalize(torch.randn(a.queue_size, a.proj_dim), dim=1)
         self.register_buffer("queue", queue.to(ctx.compute_dtype))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.bg_swaps = {"bg_positive", "bg_negative"} <= ctx.inputs
 
     def query_encoder(self) -> nn.Sequential:
         """Backbone + head (built on the fly: no second registration of the modules)."""
@@ -120,13 +126,20 @@ class MoCoV2(Method):
     def forward(self, batch: Batch) -> Outputs:
         views = batch["views"]
         pairs = [(0, 1), (1, 0)] if self.symmetric else [(0, 1)]
-        losses, keys = [], []
+        negatives = self.queue
+        if self.bg_swaps:
+            hard = F.normalize(self._keys_of(batch["bg_negative"]).float(), dim=1)
+            negatives = torch.cat([hard.to(self.queue.dtype), self.queue])
+        losses, keys, queries = [], [], []
         for qi, ki in pairs:  # every loss term scores against the queue of earlier steps
-            q = self._split_bn(self._query, views[qi])
+            queries.append(self._split_bn(self._query, views[qi]))
             k = self._keys_of(views[ki])
             keys.append(F.normalize(k.float(), dim=1))
-            losses.append(info_nce(q, k, self.queue, temperature=self.temperature,
+            losses.append(info_nce(queries[-1], k, negatives, temperature=self.temperature,
                                    queue_normalized=True))
+        if self.bg_swaps:
+            losses.append(info_nce(queries[0], self._keys_of(batch["bg_positive"]), negatives,
+                                   temperature=self.temperature, queue_normalized=True))
         # the keys are enqueued after the step (on_train_step_end)
         return {"loss": torch.stack(losses).sum(), "keys": torch.cat(keys)}
 

@@ -3,27 +3,34 @@ self-supervised learning through background augmentations"): BG_RM, BG_Random an
 
 The compositing math lives here once and is written with arithmetic operators only, so the same
 function runs on DALI DataNodes (inside the pipeline, on the GPU when the pipeline is) and on
-torch tensors (the torchvision fallback). Mask resolution and validation (missing file, wrong
-size) is also shared: both loaders get the per-image mask list from :func:`resolve_masks`.
+torch tensors (the memory and torchvision loaders, through :func:`tensor_background`). Mask and
+background-bank resolution (missing file, wrong size) is shared too.
 
-Modes (``Config.bg_mode``):
-- ``rm``: with probability ``bg_p`` the background becomes constant grey (``GREY``).
-- ``random``: with probability ``bg_p`` the background becomes another image: one from
-  ``bg_bank`` (a directory of images, used whole) or, without a bank, another image of the batch
-  (used whole, its own foreground included: an approximation of the paper's foreground-free
-  backgrounds that needs no inpainting).
-- ``swaps``: the views are unchanged, and two views are appended to every sample: an extra
-  positive (the anchor's foreground on another background, as in ``random``) and a hard negative
-  (another image's foreground on the anchor's image). Methods read them as ``views[-2:]``.
+Backgrounds are foreground-free (``fastssl.data.backgrounds``): the dilated foreground is removed
+and filled, from the bank written by ``fastssl data backgrounds`` when ``bg_bank`` names it, else
+on the fly. A background never shows an object.
+
+Modes (``Config.bg_mode``); ``rm`` and ``random`` are view transforms, drawn independently for
+every view (so the two views of a pair usually differ in background, which is what removes the
+background as a cue for matching them), for every method:
+- ``rm``: with probability ``p`` the view's background becomes constant grey (``GREY``).
+- ``random``: with probability ``p`` the view's background becomes the foreground-free
+  background of another image (of the batch, or a random file of a bank that is not laid out
+  per image).
+- ``swaps``: the views are unchanged, and two inputs are appended to every sample: an extra
+  positive (the anchor's foreground on another image's foreground-free background) and a hard
+  negative (another image's foreground on the anchor's foreground-free background), consumed
+  by SimCLR and MoCo v2 as ``bg_positive`` / ``bg_negative``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastssl.config import Config
+from fastssl.data.backgrounds import MARGIN, bank_path
 from fastssl.data.layout import (
     IMAGE_EXTENSIONS,
     DataError,
@@ -37,6 +44,10 @@ log = logging.getLogger(__name__)
 
 GREY = 128.0  # BG_RM's constant background (mid-grey; the paper's grey background)
 MISSING_POLICIES = ("error", "skip")
+# Default probability per mode when ``bg_p`` is negative. Ryali et al. 2021, Sec. 3 and App. A
+# (as recalled; the stored copy of the paper here does not show the table): BG_RM p 0.2,
+# BG_Random p 0.2 (MoCo v2; 0.1 for BYOL and SwAV); BG_Swaps adds its pair to every sample.
+DEFAULT_P = {"rm": 0.2, "random": 0.2, "swaps": 1.0}
 
 
 def composite(fg, mask, bg):
@@ -55,10 +66,13 @@ def composite(fg, mask, bg):
 class BgOptions:
     mode: str = "none"
     p: float = 0.5
-    bank: str = ""  # directory of background images for "random" / "swaps"; "" = other images
+    # foreground-free backgrounds: `fastssl data backgrounds` (per image) or any directory of
+    # background images (a pool for "random" and the swaps positive); "" = filled on the fly
+    bank: str = ""
     missing_mask: str = "error"  # error | skip (no background change for that image, counted)
     mask_root: Path | None = None  # dataset root: masks live in ROOT/masks/<split>/<class>/*.png
-    bank_files: list[Path] = field(default_factory=list)
+    fill: str = "tile"  # on-the-fly fill (fastssl.data.backgrounds.FILLS)
+    margin: int = MARGIN  # mask dilation before filling (px)
 
     @property
     def swaps(self) -> bool:
@@ -73,8 +87,13 @@ def bg_options(cfg: Config, index: DatasetIndex) -> BgOptions | None:
     """The loader's background options from a run config; None when it is off."""
     if cfg.bg_mode == "none":
         return None
-    return BgOptions(cfg.bg_mode, cfg.bg_p, cfg.bg_bank, cfg.bg_missing_mask,
+    return BgOptions(cfg.bg_mode, bg_probability(cfg), cfg.bg_bank, cfg.bg_missing_mask,
                      mask_root=Path(index.root))
+
+
+def bg_probability(cfg: Config) -> float:
+    """``bg_p``, or the mode's ``DEFAULT_P`` when it is negative (0 without a mode)."""
+    return cfg.bg_p if cfg.bg_p >= 0 else DEFAULT_P.get(cfg.bg_mode, 0.0)
 
 
 def bank_files(bank: str) -> list[Path]:
@@ -123,35 +142,71 @@ def resolve_masks(split: Split, opts: BgOptions) -> tuple[list[Path | None], int
     return out, len(problems)
 
 
-# -- torchvision fallback ----------------------------------------------------------------------
+def resolve_backgrounds(split: Split, opts: BgOptions) -> tuple[list[Path | None], list[Path]]:
+    """Per image, its foreground-free background in the bank (``None``: fill on the fly), and the
+    pool of bank files for ``random`` and the swaps positive (empty: another image's
+    background). A bank laid out per image (``fastssl data backgrounds``) has no pool."""
+    if not opts.bank:
+        return [None] * len(split), []
+    files = bank_files(opts.bank)
+    if opts.mask_root is None:
+        return [None] * len(split), files
+    own = [bank_path(Path(opts.bank), opts.mask_root, p) for p in split.paths]
+    found: list[Path | None] = [p if p.is_file() else None for p in own]
+    if not any(found):
+        return found, files
+    return found, []
 
-def torch_background(image, mask, other, *, mode: str, apply: bool, bank=None):
-    """The fallback's compositing of one sample (uint8 CHW tensors; ``mask`` 1xHxW or None).
 
-    Returns ``(image, extra_views)``: ``image`` with its background changed when ``apply`` (the
-    coin flip, drawn by the caller from the per-sample seed), and for ``swaps`` the extra
-    positive and the hard negative. ``other`` is ``(image, mask)`` of another sample.
+def tensor_background(images, masks, backgrounds, *, mode: str, apply, partner, pool=None):
+    """Background augmentation of a batch of uint8 tensors (the memory and torchvision loaders).
+
+    ``images`` (B, 3, H, W), ``masks`` (B, 1, H, W) (255 = foreground), ``backgrounds`` their
+    foreground-free backgrounds (B, 3, H, W); ``apply`` a bool (B,) coin per sample; ``partner``
+    (B,) the index of the other sample; ``pool`` (B, 3, H, W) backgrounds drawn from a bank
+    (instead of the partner's). Returns ``(images, extra)``: ``rm`` / ``random`` change the
+    background where ``apply``; ``swaps`` leaves ``images`` and returns the extra positive and
+    the hard negative.
     """
     import torch
-    from torchvision.transforms.v2 import functional as F
-
-    def resized(x, like):
-        return F.resize(x, list(like.shape[-2:]), antialias=True) if x.shape != like.shape else x
 
     def done(x):
         return x.round().clamp(0, 255).to(torch.uint8)
 
-    full = torch.full((1, *image.shape[-2:]), 255, dtype=torch.uint8)
-    mask = full if mask is None else mask  # skipped (no usable mask): all foreground, no change
-    if mode == "rm":
-        return (done(composite(image, mask, torch.full(image.shape, GREY))) if apply else image), []
-    background = resized(bank if bank is not None else other[0], image)
-    if mode == "random" and apply:
-        return done(composite(image, mask, background)), []
+    other_bg = pool if pool is not None else backgrounds[partner]
     if mode == "swaps":
-        o_img = resized(other[0], image)
-        o_mask = resized(full if other[1] is None else other[1], mask)
-        positive = done(composite(image, mask, background))
-        negative = done(composite(o_img, o_mask, image))
-        return image, [positive, negative]
-    return image, []
+        positive = done(composite(images, masks, other_bg))
+        negative = done(composite(images[partner], masks[partner], backgrounds))
+        return images, [positive, negative]
+    bg = torch.full_like(images, int(GREY)) if mode == "rm" else other_bg
+    changed = done(composite(images, masks, bg))
+    return torch.where(apply.view(-1, 1, 1, 1), changed, images), []
+
+
+def mask_and_background(image, mask_file: Path | None, bank_file: Path | None, opts: BgOptions):
+    """uint8 tensors of one sample for :func:`tensor_background`: its mask (1, H, W; all
+    foreground without a usable mask, i.e. no change) and its foreground-free background
+    (3, H, W; from the bank file or filled on the fly)."""
+    import torch
+
+    from fastssl.data.backgrounds import foreground_free
+    from fastssl.pipelines.decode import load
+
+    if mask_file is None:
+        return torch.full((1, *image.shape[-2:]), 255, dtype=torch.uint8), image
+    mask = load(mask_file, "L")
+    if bank_file is not None:
+        return mask, resized(load(bank_file), image)
+    bg = foreground_free(image.permute(1, 2, 0).numpy(), mask[0].numpy(), margin=opts.margin,
+                         fill=opts.fill)
+    return mask, torch.from_numpy(bg).permute(2, 0, 1)
+
+
+def resized(x, like, nearest: bool = False):
+    """``x`` (C, H, W) resized to ``like``'s size (when it differs)."""
+    from torchvision.transforms.v2 import functional as F
+
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    mode = F.InterpolationMode.NEAREST if nearest else F.InterpolationMode.BILINEAR
+    return F.resize(x, list(like.shape[-2:]), interpolation=mode, antialias=not nearest)

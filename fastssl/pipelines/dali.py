@@ -44,8 +44,14 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from fastssl.batch import Batch
 from fastssl.pipelines import dali_augment as A
-from fastssl.pipelines.background import BgOptions, bank_files, resolve_masks
+from fastssl.pipelines.background import (
+    BgOptions,
+    mask_and_background,
+    resolve_backgrounds,
+    resolve_masks,
+)
 from fastssl.pipelines.batches import epoch_batches
+from fastssl.pipelines.decode import load
 from fastssl.pipelines.loader import LoaderSpec, labelled
 from fastssl.pipelines.views import ViewSpec
 from fastssl.seeding import derive_seed
@@ -88,29 +94,62 @@ def decodes(path: Path) -> bool:
         return False
 
 
+def filled_backgrounds(split, masks: list[Path | None], own: list[Path | None],
+                       bg: BgOptions) -> list[str]:
+    """The foreground-free background file of every image: the bank's, else filled now into a
+    temporary directory (DALI reads files; the fill is ``mask_and_background``'s)."""
+    import tempfile
+
+    from PIL import Image
+
+    out: list[str] = []
+    folder: Path | None = None
+    for i, (path, mask, bank_file) in enumerate(zip(split.paths, masks, own, strict=True)):
+        if bank_file is not None:
+            out.append(str(bank_file))
+            continue
+        folder = folder or Path(tempfile.mkdtemp(prefix="fastssl-backgrounds-"))
+        _, background = mask_and_background(load(path), mask, None, bg)
+        target = folder / f"{i}.png"
+        Image.fromarray(background.permute(1, 2, 0).numpy()).save(target)
+        out.append(str(target))
+    if folder is not None:
+        log.info("foreground-free backgrounds of %d images filled (%s) into %s", len(out),
+                 bg.fill, folder)
+    return out
+
+
 @pipeline_def(enable_conditionals=True)
 def ssl_pipeline(files: list[str], labels: list[int], specs: Sequence[ViewSpec], *, shard_id: int,
                  num_shards: int, device_type: str, bg: BgOptions | None = None,
-                 mask_files: list[str] | None = None, bank: list[str] | None = None):
-    """Reader -> decode once -> (background) -> one ``augment_view`` per crop; outputs
-    ``view0 .. viewN-1, labels``."""
+                 mask_files: list[str] | None = None, background_files: list[str] | None = None,
+                 bank: list[str] | None = None):
+    """Reader -> decode once -> (background, per view) -> one ``augment_view`` per crop;
+    outputs ``view0 .. viewN-1, labels`` (then BG_Swaps' pair)."""
     shard: dict[str, Any] = dict(shard_id=shard_id, num_shards=num_shards, random_shuffle=False,
                  pad_last_batch=True, stick_to_shard=True)
     encoded, label = fn.readers.file(files=files, labels=labels, name=READER, **shard)
     images = A.decode(encoded, device_type)
-    extra = []
-    if bg is not None:
-        encoded_masks, _ = fn.readers.file(files=mask_files, **shard)  # same order as images
-        masks = A.decode(encoded_masks, device_type, gray=True)
-        backgrounds = None
-        if bank:
-            encoded_bank, _ = fn.readers.file(files=bank, random_shuffle=True, initial_fill=256)
-            backgrounds = A.decode(encoded_bank, device_type)
-        images, extra = A.apply_background(
-            images, masks, fn.peek_image_shape(encoded), mode=bg.mode, p=bg.p,
-            batch_size=Pipeline.current().max_batch_size, bank=backgrounds)
-    views = [A.augment_view(images, spec) for spec in specs]
-    views += [A.augment_view(x, specs[0]) for x in extra]  # BG_Swaps: appended last
+    if bg is None:
+        return (*[A.augment_view(images, spec) for spec in specs], label)
+    # masks and foreground-free backgrounds: files in the images' order, read alongside
+    masks = A.decode(fn.readers.file(files=mask_files, **shard)[0], device_type, gray=True)
+    backgrounds = A.decode(fn.readers.file(files=background_files, **shard)[0], device_type)
+    pool = None
+    if bank:
+        encoded_bank, _ = fn.readers.file(files=bank, random_shuffle=True, initial_fill=256)
+        pool = A.decode(encoded_bank, device_type)
+    common: dict[str, Any] = dict(mode=bg.mode, p=bg.p, pool=pool,
+                                  batch_size=Pipeline.current().max_batch_size)
+    shape = fn.peek_image_shape(encoded)
+    if bg.swaps:
+        _, extra = A.apply_background(images, masks, backgrounds, shape, **common)
+        views = [A.augment_view(images, spec) for spec in specs]
+        views += [A.augment_view(x, specs[0]) for x in extra]  # BG_Swaps: appended last
+    else:  # a background draw per view, each with another partner
+        views = [A.augment_view(A.apply_background(images, masks, backgrounds, shape,
+                                                   shift=1 + k, **common)[0], spec)
+                 for k, spec in enumerate(specs)]
     return (*views, label)
 
 
@@ -125,12 +164,15 @@ class DaliTrainLoader:
         self.bg: BgOptions | None = spec.bg
         self.bg_skipped = 0
         self.masks: list[str] = []
+        self.backgrounds: list[str] = []
         self.bank: list[str] | None = None
         if spec.bg is not None:
             masks, self.bg_skipped = resolve_masks(split, spec.bg)
             full = self._full_mask() if self.bg_skipped else ""
             self.masks = [str(m) if m is not None else full for m in masks]
-            self.bank = [str(p) for p in bank_files(spec.bg.bank)] if spec.bg.bank else None
+            own, pool = resolve_backgrounds(split, spec.bg)
+            self.backgrounds = filled_backgrounds(split, masks, own, spec.bg)
+            self.bank = [str(p) for p in pool] or None
         self._pipelines: list[Any] = []
         self.batches_per_epoch = len(epoch_batches(len(split), spec.batch_size, seed=spec.seed,
                                                    epoch=0, rank=spec.rank, world=spec.world))
@@ -216,7 +258,8 @@ class DaliTrainLoader:
         if self.stats:  # DALI 2.4 keeps executor statistics only with the static executor
             extra.update(enable_memory_stats=True, exec_dynamic=False)
         if self.bg is not None:
-            extra = dict(bg=self.bg, mask_files=[self.masks[i] for i in src], bank=self.bank)
+            extra = dict(bg=self.bg, mask_files=[self.masks[i] for i in src], bank=self.bank,
+                         background_files=[self.backgrounds[i] for i in src])
         pipe = ssl_pipeline(files, [self.spec.split.labels[i] for i in order], self.spec.views,
                             shard_id=self.spec.rank, num_shards=self.spec.world,
                             device_type=self.spec.device_type, batch_size=self.spec.batch_size,

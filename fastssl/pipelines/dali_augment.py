@@ -61,7 +61,8 @@ def augment_view(images, spec: ViewSpec):
     else:
         images = fn.random_resized_crop(images, size=(spec.size, spec.size),
                                         random_area=spec.scale, random_aspect_ratio=spec.ratio,
-                                        num_attempts=10, antialias=True)  # 10: as torchvision
+                                        num_attempts=10,  # as torchvision
+                                        antialias=spec.antialias)
     if spec.autoaugment or spec.randaugment[0] > 0:
         import warnings
 
@@ -98,30 +99,34 @@ def augment_view(images, spec: ViewSpec):
                                     mirror=fn.random.coin_flip(probability=spec.flip_p))
 
 
-def apply_background(images, masks, shapes, *, mode: str, p: float, batch_size: int,
-                     bank=None):
-    """Background augmentation before the per-view ops (see ``background.py``).
+def apply_background(images, masks, backgrounds, shapes, *, mode: str, p: float,
+                     batch_size: int, shift: int = 1, pool=None):
+    """Background augmentation (see ``background.py``) of every sample, before the per-view ops;
+    called once per view for ``rm`` / ``random`` (a fresh coin per call).
 
-    ``masks``: HW1 uint8 (255 = foreground); ``shapes``: the decoded HWC shapes (CPU, from
-    ``peek_image_shape``) that backgrounds are resized to; ``bank``: decoded bank images or None
-    (then another image of the batch: sample i takes sample i + 1's). Returns ``(images, extra)``
-    with ``extra`` the BG_Swaps positive and hard negative (empty for other modes).
+    ``masks``: HW1 uint8 (255 = foreground); ``backgrounds``: the samples' foreground-free
+    backgrounds (HWC uint8, their images' size); ``shapes``: the decoded HWC shapes (CPU, from
+    ``peek_image_shape``) that other samples are resized to; the partner of sample i is sample
+    i + ``shift`` of the batch; ``pool``: decoded bank images or None (then the partner's
+    background). Returns ``(images, extra)`` with ``extra`` the BG_Swaps positive and hard
+    negative (empty for other modes).
     """
     size = fn.cast(shapes[0:2], dtype=types.FLOAT)  # (H, W): resize's order for HWC
-    rotate = [(i + 1) % batch_size for i in range(batch_size)]
-    other = bank if bank is not None else fn.permute_batch(images, indices=rotate)
+    rotate = [(i + shift) % batch_size for i in range(batch_size)]
+    other_bg = fn.resize(pool if pool is not None else fn.permute_batch(backgrounds,
+                                                                        indices=rotate), size=size)
     if mode == "rm":
         if coin(p):
             images = to_uint8(composite(images, masks, GREY))
     elif mode == "random":
         if coin(p):
-            images = to_uint8(composite(images, masks, fn.resize(other, size=size)))
+            images = to_uint8(composite(images, masks, other_bg))
     elif mode == "swaps":
-        # the other image's foreground and mask, resized to the anchor
+        # the partner's foreground and mask, resized to the anchor
         o_img = fn.resize(fn.permute_batch(images, indices=rotate), size=size)
         o_mask = fn.resize(fn.permute_batch(masks, indices=rotate), size=size,
                            interp_type=types.INTERP_NN)
-        positive = to_uint8(composite(images, masks, fn.resize(other, size=size)))
-        negative = to_uint8(composite(o_img, o_mask, images))
+        positive = to_uint8(composite(images, masks, other_bg))
+        negative = to_uint8(composite(o_img, o_mask, backgrounds))
         return images, [positive, negative]
     return images, []

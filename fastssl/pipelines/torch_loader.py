@@ -14,7 +14,14 @@ from torchvision.transforms import v2 as T
 
 from fastssl.batch import Batch
 from fastssl.data.layout import Split
-from fastssl.pipelines.background import BgOptions, bank_files, resolve_masks, torch_background
+from fastssl.pipelines.background import (
+    BgOptions,
+    mask_and_background,
+    resized,
+    resolve_backgrounds,
+    resolve_masks,
+    tensor_background,
+)
 from fastssl.pipelines.batches import epoch_batches
 from fastssl.pipelines.decode import Decoder, load
 from fastssl.pipelines.loader import LoaderSpec, labelled
@@ -28,7 +35,8 @@ def view_transform(spec: ViewSpec) -> T.Compose:
         crop = [T.ScaleJitter((spec.size, spec.size), spec.scale_jitter, antialias=True),
                 T.RandomCrop(spec.size, pad_if_needed=True)]
     else:
-        crop = [T.RandomResizedCrop(spec.size, scale=spec.scale, ratio=spec.ratio, antialias=True)]
+        crop = [T.RandomResizedCrop(spec.size, scale=spec.scale, ratio=spec.ratio,
+                                    antialias=spec.antialias)]
     n, m = spec.randaugment
     return T.Compose([
         *crop,
@@ -67,39 +75,60 @@ class ImageFiles(Dataset):
         self.bg = bg
         if bg is not None:  # background augmentation: masks checked up front, as in DALI
             self.masks, self.bg_skipped = resolve_masks(split, bg)
-            self.bank = bank_files(bg.bank) if bg.bank else []
+            self.own, self.pool = resolve_backgrounds(split, bg)
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def _mask(self, i: int) -> torch.Tensor | None:
-        m = self.masks[i]
-        return load(m, "L") if m is not None else None
+    def _sample(self, i: int, like: torch.Tensor | None = None,
+                image: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Image (decoded unless given), mask and foreground-free background of sample ``i``
+        (resized to ``like``)."""
+        assert self.bg is not None
+        image = self.decode(i) if image is None else image
+        mask, background = mask_and_background(image, self.masks[i], self.own[i], self.bg)
+        if like is None:
+            return [image, mask, background]
+        return [resized(image, like), resized(mask, like, nearest=True), resized(background, like)]
 
-    def _background(self, image: torch.Tensor, index: int,
-                    bg: BgOptions) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """BG_RM / BG_Random / BG_Swaps of one sample (math shared with DALI: background.py)."""
+    def _background(self, index: int, bg: BgOptions, anchor: list[torch.Tensor]
+                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One draw of BG_RM / BG_Random / BG_Swaps for sample ``index`` (``anchor``: its image,
+        mask and background): the sample and a partner go through ``tensor_background`` as a
+        batch of two."""
         apply = bool(torch.rand(()) < bg.p)
-        if bg.mode in ("rm", "random") and not apply:
-            return image, []
-        other = None
+        if bg.mode != "swaps" and not apply:
+            return anchor[0], []
+        partner = anchor
         if bg.mode != "rm":
-            j = int(torch.randint(len(self), ()))
-            other = (self.decode(j), self._mask(j))
-        bank = load(self.bank[int(torch.randint(len(self.bank), ()))]) if self.bank else None
-        return torch_background(image, self._mask(index), other, mode=bg.mode, apply=apply,
-                                bank=bank)
+            j = (index + int(torch.randint(1, max(2, len(self)), ()))) % len(self)
+            partner = self._sample(j, like=anchor[0])
+        pool = None
+        if self.pool:
+            pick = resized(load(self.pool[int(torch.randint(len(self.pool), ()))]), anchor[0])
+            pool = torch.stack([pick, pick])
+        images, masks, backgrounds = (torch.stack(pair) for pair in zip(anchor, partner,
+                                                                         strict=True))
+        out, extra = tensor_background(images, masks, backgrounds, mode=bg.mode,
+                                       apply=torch.tensor([apply, False]),
+                                       partner=torch.tensor([1, 0]), pool=pool)
+        return out[0], [x[0] for x in extra]
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
         epoch, index = key
         image = self.decode(index)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, epoch, index))
-            extra: list[torch.Tensor] = []
-            if self.bg is not None:
-                image, extra = self._background(image, index, self.bg)
-            views = [t(image) for t in self.transforms]
-            views += [self.transforms[0](x) for x in extra]  # BG_Swaps: positive, hard negative
+            if self.bg is None:
+                views = [t(image) for t in self.transforms]
+            elif self.bg.swaps:
+                anchor = self._sample(index, image=image)
+                views = [t(image) for t in self.transforms]
+                views += [self.transforms[0](x)  # BG_Swaps: positive, hard negative
+                          for x in self._background(index, self.bg, anchor)[1]]
+            else:  # a background draw per view
+                anchor = self._sample(index, image=image)
+                views = [t(self._background(index, self.bg, anchor)[0]) for t in self.transforms]
         return views, self.split.labels[index]
 
 

@@ -1,8 +1,9 @@
-"""DALI and the torchvision fallback agree statistically for the same ViewSpec: crop area, flip
-rate and blur rate (within 4 standard errors; both runs are seeded, so the test is
+"""The three loaders (DALI, torchvision, memory) agree statistically for the same ViewSpec: crop
+area, flip rate, blur rate, the colour statistics of jittered views and the resampling of the
+crops (within 4 standard errors, or a stated tolerance; the runs are seeded, so the test is
 deterministic). Inputs are lossless PNGs built so the parameters can be read off the pixels.
 DALI runs on the CPU and, where a GPU is present, on the GPU (nvJPEG "mixed" decoding, every op
-on the GPU) against the same CPU torchvision reference."""
+on the GPU) against the same CPU torchvision and memory references."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=DALI_GPU)]  # DALI's device
 
 N = 128  # samples per epoch; 4 views each
 SIZE = 32
+LOADERS = ("dali", "torch", "memory")
 
 
 def pixels(view: torch.Tensor) -> torch.Tensor:
@@ -36,13 +38,14 @@ def crops(name: str, path, spec: ViewSpec, seed: int = 0, device: str = "cpu") -
     """Pixels of 4 views of ``N`` samples; ``device`` is DALI's (torchvision runs on the CPU)."""
     split = Split("train", [path] * N, [0] * N)
     ld = make_loader(name, split, [spec] * 4, batch_size=32,
-                     workers=0 if name == "torch" else 2, seed=seed, device_type=device)
+                     workers=0 if name == "torch" else 2, seed=seed,
+                     device_type=device if name == "dali" else "cpu")
     return torch.cat([pixels(v.cpu()) for b in ld.epoch(0) for v in b["views"]])
 
 
-def close(a: np.ndarray, b: np.ndarray, what: str) -> None:
+def close(a: np.ndarray, b: np.ndarray, what: str, slack: float = 0.0) -> None:
     se = math.sqrt(a.var() / len(a) + b.var() / len(b)) + 1e-9
-    assert abs(a.mean() - b.mean()) < 4 * se, (what, a.mean(), b.mean(), se)
+    assert abs(a.mean() - b.mean()) < 4 * se + slack, (what, a.mean(), b.mean(), se)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -56,8 +59,8 @@ def test_crop_area_and_flip_rate_agree(tmp_path, device):
     Image.fromarray(img).save(path)
     spec = ViewSpec(SIZE, (0.08, 1.0), flip_p=0.5, jitter_p=0.0, gray_p=0.0)
     stats = {}
-    for name in ("dali", "torch"):
-        v = crops(name, path, spec, device=device if name == "dali" else "cpu")
+    for name in LOADERS:
+        v = crops(name, path, spec, device=device)
         r, g = v[:, 0].mean(1), v[:, 1].mean(2)  # R profile along x, G profile along y
         slope = r[:, -1] - r[:, 0]
         # centre of first to centre of last output pixel spans (SIZE - 1) / SIZE of the crop
@@ -66,6 +69,7 @@ def test_crop_area_and_flip_rate_agree(tmp_path, device):
         stats[name] = dict(area=(width * height).numpy(), flip=(slope < 0).float().numpy())
     for key in ("area", "flip"):
         close(stats["dali"][key], stats["torch"][key], key)
+        close(stats["memory"][key], stats["torch"][key], key)
     assert abs(stats["dali"]["flip"].mean() - 0.5) < 4 * math.sqrt(0.25 / (4 * N))
     # RandomResizedCrop's area is U(0.08, 1) clipped by the aspect / border rejections: ~0.5
     assert 0.35 < stats["dali"]["area"].mean() < 0.6
@@ -80,10 +84,80 @@ def test_blur_rate_agrees(tmp_path, device):
     sharp = crops("torch", path, ViewSpec(SIZE, **base, blur_p=0.0))[:1]
     energy = lambda v: (v[..., 1:] - v[..., :-1]).abs().mean((1, 2, 3))  # noqa: E731
     rates = {}
-    for name in ("dali", "torch"):
+    for name in LOADERS:
         v = crops(name, path, ViewSpec(SIZE, **base, blur_p=0.5, blur_sigma=(0.1, 2.0)),
-                  device=device if name == "dali" else "cpu")
+                  device=device)
         # detected blur: high-frequency energy down by 10% (sigma near 0.1 is a no-op in both)
         rates[name] = (energy(v) < 0.9 * energy(sharp)).float().numpy()
     close(rates["dali"], rates["torch"], "blur")
+    close(rates["memory"], rates["torch"], "blur")
     assert 0.3 < rates["dali"].mean() < 0.55
+
+
+def noise_png(tmp_path, side: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    path = tmp_path / f"noise{side}.png"
+    Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def high_frequency(v: torch.Tensor) -> np.ndarray:
+    return (v[..., 1:] - v[..., :-1]).abs().mean((1, 2, 3)).numpy()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_resampling_agrees(tmp_path, device):
+    """A 2x downscale of noise: the loaders keep the same high-frequency energy (within 1%) for
+    both recipes, and antialiasing removes more of it than plain bilinear sampling (the memory
+    loader's former ``roi_align`` resampling kept ~17% more than the others' antialiasing)."""
+    path = noise_png(tmp_path, 2 * SIZE)
+    base = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, gray_p=0.0)
+    energy = {}
+    for antialias in (True, False):
+        spec = ViewSpec(SIZE, **base, antialias=antialias)
+        e = {name: high_frequency(crops(name, path, spec, device=device)).mean()
+             for name in LOADERS}
+        for name in LOADERS:
+            assert abs(e[name] / e["torch"] - 1) < 0.01, (antialias, e)
+        energy[antialias] = e["torch"]
+    assert energy[True] < 0.8 * energy[False]
+
+
+# A known, measured difference from torchvision's ColorJitter: hue is a YIQ rotation in DALI
+# and the memory loader (luma kept) but an HSV shift in torchvision, which changes luma (view
+# mean on the blocks image 0.4829 / 0.4834 against 0.4932). The torchvision and DALI loaders
+# still learned alike (issue 14: 14.1 and 14.1). Strict: a fix makes these pass.
+KNOWN = {("hue", "memory"), ("hue", "dali")}
+# torchvision's blends on uint8 truncate (``.to(uint8)``): about half a level darker on average
+TRUNCATION = 1 / 255
+
+
+def colour_cases():
+    for op in ("brightness", "contrast", "saturation", "hue", "gray"):
+        for name in ("memory", "dali"):
+            marks = [pytest.mark.xfail(strict=True, reason=f"{name} {op} != torchvision")] \
+                if (op, name) in KNOWN else []
+            yield pytest.param(op, name, marks=marks, id=f"{op}-{name}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op,name", colour_cases())
+def test_colour_statistics_agree(tmp_path, device, op, name):
+    """Each colour operator alone (probability 1, SimCLR strength) on colourful blocks: the
+    views' mean, contrast (std) and saturation (max - min channel) agree with torchvision's."""
+    rng = np.random.default_rng(1)
+    blocks = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8).repeat(SIZE // 8, 0).repeat(
+        SIZE // 8, 1)
+    path = tmp_path / "blocks.png"
+    Image.fromarray(blocks).save(path)
+    strength = {"brightness": (0.8, 0, 0, 0), "contrast": (0, 0.8, 0, 0),
+                "saturation": (0, 0, 0.8, 0), "hue": (0, 0, 0, 0.2), "gray": (0, 0, 0, 0)}[op]
+    spec = ViewSpec(SIZE, (1.0, 1.0), (1.0, 1.0), flip_p=0.0, jitter=strength,
+                    jitter_p=0.0 if op == "gray" else 1.0, gray_p=0.5 if op == "gray" else 0.0)
+    stats = {}
+    for loader in (name, "torch"):
+        v = crops(loader, path, spec, device=device) / 255
+        stats[loader] = {"mean": v.mean((1, 2, 3)).numpy(), "std": v.std((2, 3)).mean(1).numpy(),
+                         "saturation": (v.max(1).values - v.min(1).values).mean((1, 2)).numpy()}
+    for key in ("mean", "std", "saturation"):
+        close(stats[name][key], stats["torch"][key], f"{op} {name} {key}", TRUNCATION)

@@ -1,0 +1,57 @@
+"""BG_Swaps in the methods: MoCo v2's hard negatives join the queue term (not enqueued) and the
+extra positive adds a term; SimCLR consumes the pair too."""
+
+from __future__ import annotations
+
+import torch
+
+from fastssl.kernels import info_nce
+from tests.helpers import make_method
+
+SWAPS = ("views", "labels", "bg_positive", "bg_negative")
+TINY = {"backbone": "small_cnn", "crop_size": 16, "proj_hidden_dim": 32, "proj_dim": 16,
+        "queue_size": 24, "bn_splits": 1}
+
+
+def batch(seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    v = [torch.randn(8, 3, 16, 16, generator=g) for _ in range(4)]
+    return {"views": v[:2], "bg_positive": v[2], "bg_negative": v[3]}
+
+
+def test_mocov2_hard_negatives_join_the_queue_term():
+    _, model = make_method("mocov2", inputs=SWAPS, **TINY)
+    assert model.bg_swaps
+    b = batch()
+    out = model(b)
+    with torch.no_grad():
+        q = model._query(b["views"][0])
+        k = model.key_encoder(b["views"][1])
+        hard = torch.nn.functional.normalize(model.key_encoder(b["bg_negative"]), dim=1)
+        negatives = torch.cat([hard, model.queue])
+        expected = (info_nce(q, k, negatives, temperature=model.temperature)
+                    + info_nce(q, model.key_encoder(b["bg_positive"]), negatives,
+                               temperature=model.temperature))
+    torch.testing.assert_close(out["loss"].detach(), expected, rtol=1e-4, atol=1e-4)
+    # a hard negative that is the key's own image scores like the positive: the loss rises
+    same = model({**b, "bg_negative": b["views"][1]})["loss"]
+    assert same > out["loss"] + 0.1
+    model.on_train_step_end(out, 0)
+    assert int(model.queue_ptr) == 8  # the keys only; hard negatives are not enqueued
+
+
+def test_mocov2_without_the_pair_ignores_it():
+    _, model = make_method("mocov2", **TINY)
+    assert not model.bg_swaps
+    b = batch()
+    torch.testing.assert_close(model(b)["loss"], model({"views": b["views"]})["loss"])
+
+
+def test_simclr_consumes_the_pair():
+    _, model = make_method("simclr", inputs=SWAPS, backbone="small_cnn", crop_size=16,
+                           proj_hidden_dim=32, proj_dim=16)
+    assert model.bg_swaps
+    b = batch()
+    with_pair = model(b)["loss"]
+    model.bg_swaps = False
+    assert not torch.allclose(with_pair, model({"views": b["views"]})["loss"])

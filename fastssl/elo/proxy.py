@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
+from fastssl.checkpoint import save_atomic
 from fastssl.config import Config
 from fastssl.data import dataset_index
+from fastssl.distributed import resolve_device
 from fastssl.elo.fitness import zipf_fitness
 from fastssl.elo.report import Result
 from fastssl.elo.search import SearchSpec
@@ -51,10 +53,7 @@ def scoring_clips(spec: SearchSpec, cfg: Config) -> dict[str, torch.Tensor]:
         lambda x: x, dataset_index(cfg.data), crop_size=cfg.crop_size, workers=cfg.workers,
         device=torch.device("cpu"), clip=clip_spec(cfg))
     clips = {"train": train_x, "train_labels": train_y, "val": val_x, "val_labels": val_y}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(clips, tmp)
-    tmp.replace(path)
+    save_atomic(clips, path)
     return clips
 
 
@@ -73,8 +72,7 @@ def evaluate_candidate(spec: SearchSpec, weights: dict[str, float], folder: Path
     clips = scoring_clips(spec, cfg)
     train(cfg)
     model, _ = load_method(folder / "run" / "checkpoints" / "last.pt")
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
-        else torch.device("cpu")
+    device = resolve_device(cfg.device)
     model.to(device)
     train_feats = embed(model, clips["train"], device)
     result: Result = {"fitness": zipf_fitness(train_feats, spec.k, spec.s, seed=spec.seed),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader
 
+from fastssl.config import Config
 from fastssl.data import dataset_index
 from fastssl.data.layout import DatasetIndex, Split, is_video, scan
 from fastssl.distributed import resolve_device
@@ -51,13 +52,20 @@ def knn_of_model(model: Method, index: DatasetIndex, *, crop_size: int, workers:
     return knn_top1(*train, *test, k=k, temperature=temperature)
 
 
-def evaluate_checkpoint(path: str, protocol: str, *, data: str | None = None,
-                        device: str = "auto", workers: int = 2) -> float:
-    """kNN or linear-probe top-1 (%) of a checkpoint's frozen backbone, in one process."""
+def _frozen(path: str, data: str | None, device: str
+            ) -> tuple[Method, Config, DatasetIndex, torch.device]:
+    """A checkpoint's method in evaluation mode on ``device``, its config and the data set (its
+    run's unless ``data`` names another)."""
     model, cfg = load_method(path)
     dev = resolve_device(device)
     model.to(dev).eval()
-    index = scan(data) if data else dataset_index(cfg.data)
+    return model, cfg, scan(data) if data else dataset_index(cfg.data), dev
+
+
+def evaluate_checkpoint(path: str, protocol: str, *, data: str | None = None,
+                        device: str = "auto", workers: int = 2) -> float:
+    """kNN or linear-probe top-1 (%) of a checkpoint's frozen backbone, in one process."""
+    model, cfg, index, dev = _frozen(path, data, device)
     train, test = features(model.embed, index, crop_size=cfg.crop_size, workers=workers,
                            device=dev, clip=clip_spec(cfg))
     if protocol == "knn":
@@ -68,9 +76,6 @@ def evaluate_checkpoint(path: str, protocol: str, *, data: str | None = None,
 def bg_shift_checkpoint(path: str, shifts: list[str], *, data: str | None = None,
                         device: str = "auto", workers: int = 2) -> dict[str, float]:
     """``bg_shift_knn`` of a checkpoint (its config's crop size and kNN settings)."""
-    model, cfg = load_method(path)
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    index = scan(data) if data else dataset_index(cfg.data)
+    model, cfg, index, dev = _frozen(path, data, device)
     return bg_shift_knn(model.embed, index, shifts, crop_size=cfg.crop_size, k=cfg.knn_k,
                         temperature=cfg.knn_temperature, device=dev, workers=workers)

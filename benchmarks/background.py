@@ -96,7 +96,7 @@ def run_row(cell: tuple, out: Path, extra: dict) -> dict:
     shift = bg_shift_checkpoint(str(Path(cfg.out) / "checkpoints" / "last.pt"), SHIFTS,
                                 data=str(exact))
     row = {"set": data_set, "method": method, "mode": mode, "masks": masks, "seed": seed,
-           "bg_p": bg_probability(cfg), "loader": cfg.loader, "epochs": cfg.epochs,
+           "bg_p": bg_probability(cfg), "loader": result.loader, "epochs": cfg.epochs,
            "seconds": time.time() - t0, "knn_top1": result.knn_top1,
            "knn_top1_init": result.knn_top1_init, **shift}
     print(json.dumps(row), flush=True)
@@ -137,17 +137,19 @@ def table(rows: list[dict], grid: list[tuple]) -> list[str]:
     """One line per (set, method, mode, masks) with mean ± sd over seeds."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["set"], r["method"], r["mode"], r["masks"], r["bg_p"]),
-                          []).append(r)
-    lines = ["| set | method | mode (p) | masks | epochs | seeds | kNN top-1 | gain over init | "
-             "vs none | only_fg | mixed_rand | gap mixed_rand |", "|" + "---|" * 12]
+        groups.setdefault((r["set"], r["method"], r["mode"], r["masks"], r["bg_p"],
+                           r["loader"]), []).append(r)
+    lines = ["| set | method | mode (p) | masks | loader | epochs | seeds | kNN top-1 | "
+             "gain over init | vs none | only_fg | mixed_rand | gap mixed_rand |",
+             "|" + "---|" * 13]
     for key, rs in sorted(groups.items()):
-        base = groups.get((key[0], key[1], "none", "exact", 0.0), [])
+        base = groups.get((key[0], key[1], "none", "exact", 0.0, key[5]), [])
         knn = [r["knn_top1"] for r in rs]
         delta = (f"{statistics.mean(knn) - statistics.mean(r['knn_top1'] for r in base):+.1f}"
                  if base and key[2] != "none" else "")
         lines.append(
-            f"| {key[0]} | {key[1]} | {key[2]} ({key[4]:g}) | {key[3]} | {rs[0]['epochs']} | "
+            f"| {key[0]} | {key[1]} | {key[2]} ({key[4]:g}) | {key[3]} | {key[5]} | "
+            f"{rs[0]['epochs']} | "
             f"{','.join(str(r['seed']) for r in rs)} | {_mean_sd(knn)} | "
             f"{_mean_sd([r['knn_top1'] - r['knn_top1_init'] for r in rs])} | {delta} | "
             f"{_mean_sd([r['only_fg'] for r in rs])} | {_mean_sd([r['mixed_rand'] for r in rs])}"

@@ -57,6 +57,7 @@ class Result:
     stopped_early: bool = False
     metric: str = "knn_top1"
     init_name: str = "random_init_knn_top1"
+    loader: str = ""  # the loader that ran (``auto`` resolved)
 
     def summary(self) -> str:
         return (f"{self.metric}={self.knn_top1:.2f} {self.init_name}={self.knn_top1_init:.2f} "
@@ -398,4 +399,4 @@ def train(cfg: Config, task: Task = Task()) -> Result:
     if not math.isfinite(loss) and outputs:
         loss = outputs["loss"].item()
     return Result(acc, knn_init, loss, step, time.time() - t_start, stopped, task.metric,
-                  task.init_name)
+                  task.init_name, run.loader_name)

@@ -80,9 +80,8 @@ def augment_view(images, spec: ViewSpec):
                                                    fill_value=int(GREY))
     b, c, s, h = spec.jitter
     if spec.jitter_p > 0 and coin(spec.jitter_p):
-        # torchvision ColorJitter draws each factor from [max(0, 1 - x), 1 + x] and the hue shift
-        # from [-h, h] turns (DALI: degrees, hence * 360); DALI applies the four in a fixed order
-        # rather than torchvision's random permutation.
+        # factors drawn as torchvision's ColorJitter draws them (hue: degrees, hence * 360);
+        # the memory and torchvision loaders apply this same map (``colour.twist``)
         images = fn.color_twist(images, brightness=uniform(max(0, 1 - b), 1 + b),
                                 contrast=uniform(max(0, 1 - c), 1 + c),
                                 saturation=uniform(max(0, 1 - s), 1 + s),

@@ -11,10 +11,9 @@ on a few CPU cores. The views follow the same ``ViewSpec`` parameters as DALI an
   (``roi_align`` with one sample per output pixel). Before this was named, the loader used
   ``roi_align``'s adaptive sampling (a 2-pixel box average at 2x downscale), sharper than
   the others' antialiasing: the difference in what the loaders learned;
-- colour: brightness, contrast, saturation and hue with probability ``jitter_p``, in that fixed
-  order (as DALI's colour twist; torchvision shuffles the order); hue is a rotation in YIQ space
-  (DALI's definition); then grayscale, Gaussian blur (kernel ``ViewSpec.blur_kernel``, sigma per
-  sample) and solarize (threshold 128/255).
+- colour: DALI's colour twist (``colour.twist``) with probability ``jitter_p``; then
+  grayscale, Gaussian blur (kernel ``ViewSpec.blur_kernel``, sigma per sample) and solarize
+  (threshold 128/255).
 
 Background augmentation (``background.py``): masks and foreground-free backgrounds are loaded
 (or filled) once with the images; ``rm`` / ``random`` are drawn per view, ``swaps`` appends its
@@ -47,6 +46,7 @@ from fastssl.pipelines.background import (
     tensor_background,
 )
 from fastssl.pipelines.batches import epoch_batches
+from fastssl.pipelines.colour import factors, grey, twist
 from fastssl.pipelines.decode import Decoder
 from fastssl.pipelines.loader import LoaderSpec, labelled
 from fastssl.pipelines.views import MEAN, STD, ViewSpec
@@ -54,23 +54,13 @@ from fastssl.seeding import generator
 
 log = logging.getLogger(__name__)
 
-LUMA = (0.299, 0.587, 0.114)
 ATTEMPTS = 10  # RandomResizedCrop's tries (torchvision)
-_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                    dtype=torch.float64)
-_YIQ_INV = torch.linalg.inv(_YIQ)
-
-
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
 def _bernoulli(n: int, p: float, g: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=g) < p
-
-
-def _grey(x: torch.Tensor) -> torch.Tensor:
-    return LUMA[0] * x[:, 0:1] + LUMA[1] * x[:, 1:2] + LUMA[2] * x[:, 2:3]
 
 
 def crop_boxes(n: int, height: int, width: int, spec: ViewSpec,
@@ -113,16 +103,6 @@ def resample(images: torch.Tensor, boxes: torch.Tensor, spec: ViewSpec) -> torch
                       for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist())])
 
 
-def _hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-    """Rotate the chroma (I, Q) plane of YIQ by ``turns`` (per sample, fractions of a circle)."""
-    c, s = torch.cos(2 * math.pi * turns), torch.sin(2 * math.pi * turns)
-    rot = torch.zeros(len(turns), 3, 3, dtype=torch.float64)
-    rot[:, 0, 0] = 1
-    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
-    m = (_YIQ_INV @ rot @ _YIQ).to(x)
-    return torch.einsum("bij,bjhw->bihw", m, x)
-
-
 def _blur(x: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
     """Separable Gaussian blur with a per-sample sigma (sigma 0 = identity), reflect padding."""
     b, c, h, w = x.shape
@@ -149,22 +129,12 @@ def augment(images: torch.Tensor, spec: ViewSpec, g: torch.Generator) -> torch.T
     flip = per_sample(_bernoulli(n, spec.flip_p, g))
     x = flip * x.flip(3) + (1 - flip) * x
 
-    b, c, s, h = spec.jitter
     on = per_sample(_bernoulli(n, spec.jitter_p, g))
-    bright = per_sample(_uniform(n, max(0.0, 1 - b), 1 + b, g))
-    contrast = per_sample(_uniform(n, max(0.0, 1 - c), 1 + c, g))
-    sat = per_sample(_uniform(n, max(0.0, 1 - s), 1 + s, g))
-    hue = _uniform(n, -h, h, g)
-    y = (x * bright).clamp(0, 1)
-    mean = _grey(y).mean((2, 3), keepdim=True)
-    y = ((y - mean) * contrast + mean).clamp(0, 1)
-    grey = _grey(y)
-    y = ((y - grey) * sat + grey).clamp(0, 1)
-    y = _hue(y, hue).clamp(0, 1)
-    x = on * y + (1 - on) * x
+    jittered = twist(x, *factors(n, spec.jitter, lambda k: torch.rand(k, generator=g)))
+    x = on * jittered + (1 - on) * x
 
     to_grey = per_sample(_bernoulli(n, spec.gray_p, g))
-    x = to_grey * _grey(x).expand_as(x) + (1 - to_grey) * x
+    x = to_grey * grey(x).expand_as(x) + (1 - to_grey) * x
     if spec.blur_p > 0:
         sigma = _uniform(n, *spec.blur_sigma, g) * _bernoulli(n, spec.blur_p, g)
         x = _blur(x, sigma, spec.blur_kernel)

@@ -55,3 +55,17 @@ def test_simclr_consumes_the_pair():
     with_pair = model(b)["loss"]
     model.bg_swaps = False
     assert not torch.allclose(with_pair, model({"views": b["views"]})["loss"])
+
+
+def test_simclr_swaps_term_pushes_every_embedding():
+    """The hard negatives and extra positives get gradient (a stop-gradient on the negatives let
+    the embeddings collapse); the anchor's own positive is the target."""
+    from fastssl.methods.simclr import swaps_loss
+
+    g = torch.Generator().manual_seed(0)
+    z1, pos, neg = (torch.randn(8, 16, generator=g, requires_grad=True) for _ in range(3))
+    swaps_loss(z1, pos, neg, 0.5).backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in (z1, pos, neg))
+    anchors = torch.eye(8, 16)
+    assert swaps_loss(anchors, anchors, -anchors, 0.1) < swaps_loss(anchors, anchors.roll(1, 0),
+                                                                     -anchors, 0.1)

@@ -12,7 +12,8 @@ have no row as not run.
 
 ``--KEY=VALUE`` overrides any config key for every row (e.g. ``--loader torch``, ``--bg_p 0.5``).
 ``--measure-fill`` compares the foreground-free fills (tile, inpaint) with the true backgrounds
-of the synthetic sets and adds that table.
+of the synthetic sets and adds that table. A ``## Notes`` section of the results file (and all
+below it) is kept when the tables are rewritten.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ SETS = {"clutter": cluttered_dataset, "standard": default_dataset}
 MODES = ("none", "rm", "random", "swaps")
 SWAPS_METHODS = ("simclr", "mocov2")  # the methods that consume BG_Swaps' pair
 SHIFTS = ["only_fg", "mixed_rand"]
+NOTES = "## Notes"
 
 
 def grabcut_copy(src: Path, out: Path) -> Path:
@@ -134,22 +136,21 @@ def _mean_sd(xs: list[float]) -> str:
 
 
 def table(rows: list[dict], grid: list[tuple]) -> list[str]:
-    """One line per (set, method, mode, masks) with mean ± sd over seeds."""
+    """One line per (set, method, mode, masks, loader, epochs) with mean ± sd over seeds."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["set"], r["method"], r["mode"], r["masks"], r["bg_p"],
-                           r["loader"]), []).append(r)
+                           r["loader"], r["epochs"]), []).append(r)
     lines = ["| set | method | mode (p) | masks | loader | epochs | seeds | kNN top-1 | "
              "gain over init | vs none | only_fg | mixed_rand | gap mixed_rand |",
              "|" + "---|" * 13]
     for key, rs in sorted(groups.items()):
-        base = groups.get((key[0], key[1], "none", "exact", 0.0, key[5]), [])
+        base = groups.get((key[0], key[1], "none", "exact", 0.0, *key[5:]), [])
         knn = [r["knn_top1"] for r in rs]
         delta = (f"{statistics.mean(knn) - statistics.mean(r['knn_top1'] for r in base):+.1f}"
                  if base and key[2] != "none" else "")
         lines.append(
-            f"| {key[0]} | {key[1]} | {key[2]} ({key[4]:g}) | {key[3]} | {key[5]} | "
-            f"{rs[0]['epochs']} | "
+            f"| {key[0]} | {key[1]} | {key[2]} ({key[4]:g}) | {key[3]} | {key[5]} | {key[6]} | "
             f"{','.join(str(r['seed']) for r in rs)} | {_mean_sd(knn)} | "
             f"{_mean_sd([r['knn_top1'] - r['knn_top1_init'] for r in rs])} | {delta} | "
             f"{_mean_sd([r['only_fg'] for r in rs])} | {_mean_sd([r['mixed_rand'] for r in rs])}"
@@ -190,8 +191,13 @@ def main() -> None:
     lines += table(rows, cells(a))
     if a.measure_fill:
         lines += ["", "## Foreground-free fills against the true background", ""] + measure_fill()
-    Path(a.results).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    results = Path(a.results)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    old = results.read_text() if results.exists() else ""
+    if NOTES in old:  # hand-written notes below the tables are kept
+        text += "\n" + old[old.index(NOTES):]
+    results.write_text(text)
 
 
 if __name__ == "__main__":

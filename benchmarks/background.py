@@ -86,7 +86,10 @@ def run_row(cell: tuple, out: Path, extra: dict) -> dict:
     exact = SETS[data_set]()
     data = grabcut_copy(exact, out / "data" / f"{data_set}-grabcut") if masks == "grabcut" \
         else exact
-    name = "-".join(map(str, cell))
+    # the overrides are part of the run's folder: rows that differ only in them do not overwrite
+    # each other's checkpoints
+    name = ("-".join(map(str, cell)) +
+            "".join(f"-{k}={v}" for k, v in sorted(extra.items()))).replace("/", "_")
     overrides = {**COMMON, **PER_METHOD[method], "method": method, "data": str(data),
                  "out": str(out / name), "seed": seed, "bg_mode": mode, **extra}
     cfg = resolve_config(None, overrides)

@@ -101,7 +101,9 @@ def run_row(cell: tuple, out: Path, extra: dict) -> dict:
     shift = bg_shift_checkpoint(str(Path(cfg.out) / "checkpoints" / "last.pt"), SHIFTS,
                                 data=str(exact))
     row = {"set": data_set, "method": method, "mode": mode, "masks": masks, "seed": seed,
-           "bg_p": bg_probability(cfg), "loader": result.loader, "epochs": cfg.epochs,
+           "bg_p": bg_probability(cfg),
+           "loader": result.loader + ("" if cfg.colour_jitter == "sequential" else
+                                      f", {cfg.colour_jitter}"), "epochs": cfg.epochs,
            "seconds": time.time() - t0, "knn_top1": result.knn_top1,
            "knn_top1_init": result.knn_top1_init, **shift}
     print(json.dumps(row), flush=True)

@@ -32,6 +32,7 @@ def opt(default: Any, help: str) -> Any:
 
 
 LOADERS = ("auto", "memory", "dali", "torch", "video")
+COLOUR_RECIPES = ("sequential", "twist")  # fastssl.pipelines.colour
 BG_MODES = ("none", "rm", "random", "swaps")
 
 # ``--help`` groups: (title, first field of the group), in declaration order
@@ -71,6 +72,9 @@ class Config:
     local_scale: tuple[float, float] = opt((0.05, 0.2), "local crop area range")
     crop_antialias: bool = opt(True, "antialiased crop resampling (torchvision, DALI); false = "
                                "plain bilinear (sharper views), the same in every loader")
+    colour_jitter: str = opt("sequential", "colour jitter recipe, the same in every loader: "
+                             "sequential (brightness, contrast about the mean grey, saturation, "
+                             "hue; each step clamped) | twist (DALI's color_twist: one affine map)")
     clip_frames: int = opt(8, "frames per video clip (T)")
     clip_stride: int = opt(2, "source frames between a clip's frames")
     # background augmentation (Ryali et al. 2021; fastssl.pipelines.background)
@@ -286,6 +290,7 @@ def validate(cfg: Config) -> None:
         "lr_scaling": ("linear", "sqrt", "none"),
         "bg_mode": BG_MODES,
         "bg_missing_mask": ("error", "skip"),
+        "colour_jitter": COLOUR_RECIPES,
     }
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:

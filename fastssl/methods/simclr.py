@@ -71,7 +71,7 @@ class SimCLR(Method):
         z1, z2, *swaps = self.projector(self.backbone(torch.cat(views))).chunk(len(views))
         loss = nt_xent(gather_with_grad(z1), gather_with_grad(z2), temperature=self.temperature)
         if swaps:
-            loss = loss + swaps_loss(z1, *swaps, self.temperature)
+            loss = loss + swaps_loss(z1, swaps[0], swaps[1], self.temperature)
         return {"loss": loss}
 
     def encoder(self, head_layers: int | None = None) -> nn.Sequential:

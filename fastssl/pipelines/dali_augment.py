@@ -9,9 +9,13 @@ per-sample coin flip: only the selected samples go through the op. Layout: HWC u
 
 from __future__ import annotations
 
+import math
+
+import nvidia.dali.math as dmath
 from nvidia.dali import fn, types
 
 from fastssl.pipelines.background import GREY, composite
+from fastssl.pipelines.colour import LUMA, hue_basis
 from fastssl.pipelines.views import MEAN, STD, ViewSpec
 
 
@@ -34,6 +38,33 @@ def solarize(images):
     """x -> 255 - x where x >= 128 (torchvision's threshold 128); 255 - x == x XOR 255 on uint8."""
     flip = fn.cast(images >= 128, dtype=types.UINT8) * types.Constant(255, dtype=types.UINT8)
     return images ^ flip
+
+
+def _luma(x):
+    """HWC float -> HW1 luma (``colour.LUMA``)."""
+    return x[:, :, 0:1] * LUMA[0] + x[:, :, 1:2] * LUMA[1] + x[:, :, 2:3] * LUMA[2]
+
+
+def colour_jitter(images, recipe: str, brightness, contrast, saturation, hue):
+    """``colour.jitter`` on uint8 HWC DataNodes (per-sample factors; ``hue`` in turns).
+    ``twist`` is DALI's own ``color_twist``; ``sequential`` is written with arithmetic operators
+    (each step clamped, contrast about the per-sample mean grey, the hue rotation built from
+    ``colour.hue_basis``), so it runs on the GPU for CUDA runs."""
+    if recipe == "twist":
+        return fn.color_twist(images, brightness=brightness, contrast=contrast,
+                              saturation=saturation, hue=hue * 360)
+    x = dmath.clamp(fn.cast(images, dtype=types.FLOAT) * brightness, 0.0, 255.0)
+    mean = fn.reductions.mean(_luma(x))
+    x = dmath.clamp((x - mean) * contrast + mean, 0.0, 255.0)
+    grey = _luma(x)
+    x = dmath.clamp((x - grey) * saturation + grey, 0.0, 255.0)
+    turns = hue * (2 * math.pi)
+    trig = math if isinstance(turns, float) else dmath  # hue is a constant when its range is 0
+    cos, sin = trig.cos(turns), trig.sin(turns)
+    a, c, s = (m.tolist() for m in hue_basis())
+    rows = [sum(x[:, :, j:j + 1] * (a[i][j] + c[i][j] * cos + s[i][j] * sin) for j in range(3))
+            for i in range(3)]
+    return to_uint8(dmath.clamp(fn.cat(*rows, axis=2), 0.0, 255.0))
 
 
 def to_uint8(x):
@@ -80,12 +111,10 @@ def augment_view(images, spec: ViewSpec):
                                                    fill_value=int(GREY))
     b, c, s, h = spec.jitter
     if spec.jitter_p > 0 and coin(spec.jitter_p):
-        # factors drawn as torchvision's ColorJitter draws them (hue: degrees, hence * 360);
-        # the memory and torchvision loaders apply this same map (``colour.twist``)
-        images = fn.color_twist(images, brightness=uniform(max(0, 1 - b), 1 + b),
-                                contrast=uniform(max(0, 1 - c), 1 + c),
-                                saturation=uniform(max(0, 1 - s), 1 + s),
-                                hue=uniform(-360 * h, 360 * h))
+        # factors drawn as torchvision's ColorJitter draws them; the recipe is colour.py's
+        images = colour_jitter(images, spec.colour, uniform(max(0, 1 - b), 1 + b),
+                               uniform(max(0, 1 - c), 1 + c), uniform(max(0, 1 - s), 1 + s),
+                               uniform(-h, h))
     if spec.gray_p > 0 and coin(spec.gray_p):
         images = fn.color_twist(images, saturation=0.0)
     if spec.blur_p > 0 and coin(spec.blur_p):

@@ -11,7 +11,7 @@ on a few CPU cores. The views follow the same ``ViewSpec`` parameters as DALI an
   (``roi_align`` with one sample per output pixel). Before this was named, the loader used
   ``roi_align``'s adaptive sampling (a 2-pixel box average at 2x downscale), sharper than
   the others' antialiasing: the difference in what the loaders learned;
-- colour: DALI's colour twist (``colour.twist``) with probability ``jitter_p``; then
+- colour: the run's colour recipe (``colour.jitter``) with probability ``jitter_p``; then
   grayscale, Gaussian blur (kernel ``ViewSpec.blur_kernel``, sigma per sample) and solarize
   (threshold 128/255).
 
@@ -46,7 +46,7 @@ from fastssl.pipelines.background import (
     tensor_background,
 )
 from fastssl.pipelines.batches import epoch_batches
-from fastssl.pipelines.colour import factors, grey, twist
+from fastssl.pipelines.colour import factors, grey, jitter
 from fastssl.pipelines.decode import Decoder
 from fastssl.pipelines.loader import LoaderSpec, labelled
 from fastssl.pipelines.views import MEAN, STD, ViewSpec
@@ -130,7 +130,7 @@ def augment(images: torch.Tensor, spec: ViewSpec, g: torch.Generator) -> torch.T
     x = flip * x.flip(3) + (1 - flip) * x
 
     on = per_sample(_bernoulli(n, spec.jitter_p, g))
-    jittered = twist(x, *factors(n, spec.jitter, lambda k: torch.rand(k, generator=g)))
+    jittered = jitter(x, spec.colour, factors(n, spec.jitter, lambda k: torch.rand(k, generator=g)))
     x = on * jittered + (1 - on) * x
 
     to_grey = per_sample(_bernoulli(n, spec.gray_p, g))

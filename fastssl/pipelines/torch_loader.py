@@ -23,25 +23,25 @@ from fastssl.pipelines.background import (
     tensor_background,
 )
 from fastssl.pipelines.batches import epoch_batches
-from fastssl.pipelines.colour import factors, twist
+from fastssl.pipelines.colour import factors, jitter
 from fastssl.pipelines.decode import Decoder, load
 from fastssl.pipelines.loader import LoaderSpec, labelled
 from fastssl.pipelines.views import MEAN, STD, ViewSpec
 from fastssl.seeding import derive_seed
 
 
-class ColourTwist(torch.nn.Module):
-    """DALI's colour twist (``colour.twist``) of one uint8 CHW image, factors drawn as
-    ``ColorJitter`` draws them (from the global generator); in place of torchvision's
-    ``ColorJitter``, whose recipe differs (see ``colour``)."""
+class ColourJitter(torch.nn.Module):
+    """The run's colour recipe (``colour.jitter``) on one uint8 CHW image, factors drawn as
+    torchvision's ``ColorJitter`` draws them (from the global generator), whose own recipe
+    differs (see ``colour``)."""
 
-    def __init__(self, jitter: tuple[float, float, float, float]) -> None:
+    def __init__(self, jitter: tuple[float, float, float, float], recipe: str) -> None:
         super().__init__()
-        self.jitter = jitter
+        self.jitter, self.recipe = jitter, recipe
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        out = twist(image[None].float() / 255, *factors(1, self.jitter, torch.rand))[0]
-        return (out * 255).round().to(torch.uint8)
+        out = jitter(image[None].float() / 255, self.recipe, factors(1, self.jitter, torch.rand))
+        return (out[0] * 255).round().to(torch.uint8)
 
 
 def view_transform(spec: ViewSpec) -> T.Compose:
@@ -58,7 +58,7 @@ def view_transform(spec: ViewSpec) -> T.Compose:
         T.RandomHorizontalFlip(spec.flip_p),
         *([T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, fill=128)] if spec.autoaugment else []),
         *([T.RandAugment(num_ops=n, magnitude=m, fill=128)] if n > 0 else []),
-        T.RandomApply([ColourTwist(spec.jitter)], p=spec.jitter_p),
+        T.RandomApply([ColourJitter(spec.jitter, spec.colour)], p=spec.jitter_p),
         T.RandomGrayscale(spec.gray_p),
         T.RandomApply([T.GaussianBlur(spec.blur_kernel, spec.blur_sigma)], p=spec.blur_p),
         T.RandomSolarize(threshold=128, p=spec.solarize_p),

@@ -33,6 +33,7 @@ class ViewSpec:
     # widened by the downscale factor) or plain bilinear sampling at the output pixel centres,
     # which keeps more of the source's high frequencies (sharper views)
     antialias: bool = True
+    colour: str = "sequential"  # colour jitter recipe (``fastssl.pipelines.colour.RECIPES``)
 
     @property
     def blur_kernel(self) -> int:
@@ -76,7 +77,7 @@ _GLOBAL: dict[str, list[ViewSpec]] = {
 def view_specs(preset: str, *, crop_size: int, global_crops: int,
                global_scale: tuple[float, float], local_crops: int = 0,
                local_crop_size: int = 96, local_scale: tuple[float, float] = (0.05, 0.14),
-               antialias: bool = True) -> list[ViewSpec]:
+               antialias: bool = True, colour: str = "sequential") -> list[ViewSpec]:
     """The views of one sample: ``global_crops`` global views, then ``local_crops`` local ones.
 
     Sizes and scales come from the run config (paper values live in configs/); the preset fixes
@@ -87,8 +88,9 @@ def view_specs(preset: str, *, crop_size: int, global_crops: int,
                          f"(choose from {', '.join(sorted(_GLOBAL))})")
     templates = _GLOBAL[preset]
     views = [replace(templates[i % len(templates)], size=crop_size, scale=global_scale,
-                     antialias=antialias) for i in range(global_crops)]
-    local = replace(templates[0], size=local_crop_size, scale=local_scale, antialias=antialias)
+                     antialias=antialias, colour=colour) for i in range(global_crops)]
+    local = replace(templates[0], size=local_crop_size, scale=local_scale, antialias=antialias,
+                    colour=colour)
     return views + [local] * local_crops
 
 
@@ -97,4 +99,5 @@ def specs_for(cfg: Config, default_preset: str) -> list[ViewSpec]:
     return view_specs(cfg.views or default_preset, crop_size=cfg.crop_size,
                       global_crops=cfg.global_crops, global_scale=cfg.global_scale,
                       local_crops=cfg.local_crops, local_crop_size=cfg.local_crop_size,
-                      local_scale=cfg.local_scale, antialias=cfg.crop_antialias)
+                      local_scale=cfg.local_scale, antialias=cfg.crop_antialias,
+                      colour=cfg.colour_jitter)

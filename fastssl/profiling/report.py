@@ -36,7 +36,7 @@ _OP_ADVICE = {
     "decode (PIL)": "decoding dominates: the DALI GPU loader decodes with nvJPEG on the GPU; "
                     "storing images pre-resized to the crop scale also helps",
     "GaussianBlur": "on the DALI GPU loader the blur runs on the GPU",
-    "ColourTwist": "on the DALI GPU loader colour jitter runs on the GPU",
+    "ColourJitter": "on the DALI GPU loader colour jitter runs on the GPU",
     "RandomResizedCrop": "on the DALI GPU loader the crop runs on the GPU",
     "decode (CPU)": "decoding dominates: on a GPU machine DALI decodes with nvJPEG ('mixed')",
     "gaussian_blur": "the blur is the costliest op: on a GPU machine it runs on the GPU; a "

@@ -54,11 +54,10 @@ def _view_ops(spec: ViewSpec) -> list[tuple[str, float, bool, Op]]:
     return [
         ("random_resized_crop", 1.0, False, lambda x: fn.random_resized_crop(
             x, size=(spec.size, spec.size), random_area=spec.scale,
-            random_aspect_ratio=spec.ratio, antialias=True)),
-        ("color_twist (jitter)", spec.jitter_p, True, lambda x: fn.color_twist(
-            x, brightness=A.uniform(max(0, 1 - b), 1 + b),
-            contrast=A.uniform(max(0, 1 - c), 1 + c), saturation=A.uniform(max(0, 1 - s), 1 + s),
-            hue=A.uniform(-360 * h, 360 * h))),
+            random_aspect_ratio=spec.ratio, antialias=spec.antialias)),
+        (f"colour jitter ({spec.colour})", spec.jitter_p, True, lambda x: A.colour_jitter(
+            x, spec.colour, A.uniform(max(0, 1 - b), 1 + b), A.uniform(max(0, 1 - c), 1 + c),
+            A.uniform(max(0, 1 - s), 1 + s), A.uniform(-h, h))),
         ("color_twist (grey)", spec.gray_p, True, lambda x: fn.color_twist(x, saturation=0.0)),
         ("gaussian_blur", spec.blur_p, True, lambda x: fn.gaussian_blur(
             x, window_size=spec.blur_kernel, sigma=A.uniform(*spec.blur_sigma))),

@@ -89,10 +89,14 @@ def jitter(x: torch.Tensor, recipe: str, factors_: list[torch.Tensor]) -> torch.
     return (sequential if recipe == "sequential" else twist)(x, *factors_)
 
 
-def factors(n: int, jitter: tuple[float, float, float, float], rand) -> list[torch.Tensor]:
-    """Brightness, contrast, saturation (from ``[max(0, 1 - x), 1 + x]``) and hue (from
-    ``[-h, h]`` turns) for ``n`` samples, as torchvision and DALI draw them; ``rand(n)`` gives
-    uniform [0, 1) draws."""
+def ranges(jitter: tuple[float, float, float, float]) -> list[tuple[float, float]]:
+    """Brightness, contrast, saturation (``[max(0, 1 - x), 1 + x]``) and hue (``[-h, h]`` turns)
+    ranges, as torchvision's ``ColorJitter`` draws its factors."""
     b, c, s, h = jitter
-    lows, highs = [max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -h], [1 + b, 1 + c, 1 + s, h]
-    return [lo + (hi - lo) * rand(n) for lo, hi in zip(lows, highs, strict=True)]
+    return [(max(0.0, 1 - b), 1 + b), (max(0.0, 1 - c), 1 + c), (max(0.0, 1 - s), 1 + s), (-h, h)]
+
+
+def factors(n: int, jitter: tuple[float, float, float, float], rand) -> list[torch.Tensor]:
+    """Per-sample factors (``ranges``) for ``n`` samples; ``rand(n)`` gives uniform [0, 1)
+    draws."""
+    return [lo + (hi - lo) * rand(n) for lo, hi in ranges(jitter)]

@@ -15,7 +15,7 @@ import nvidia.dali.math as dmath
 from nvidia.dali import fn, types
 
 from fastssl.pipelines.background import GREY, composite
-from fastssl.pipelines.colour import LUMA, hue_basis
+from fastssl.pipelines.colour import LUMA, hue_basis, ranges
 from fastssl.pipelines.views import MEAN, STD, ViewSpec
 
 
@@ -109,12 +109,9 @@ def augment_view(images, spec: ViewSpec):
                 images = rand_augment.rand_augment(images, n=n, m=m,
                                                    shape=(spec.size, spec.size),
                                                    fill_value=int(GREY))
-    b, c, s, h = spec.jitter
     if spec.jitter_p > 0 and coin(spec.jitter_p):
-        # factors drawn as torchvision's ColorJitter draws them; the recipe is colour.py's
-        images = colour_jitter(images, spec.colour, uniform(max(0, 1 - b), 1 + b),
-                               uniform(max(0, 1 - c), 1 + c), uniform(max(0, 1 - s), 1 + s),
-                               uniform(-h, h))
+        images = colour_jitter(images, spec.colour,
+                               *(uniform(lo, hi) for lo, hi in ranges(spec.jitter)))
     if spec.gray_p > 0 and coin(spec.gray_p):
         images = fn.color_twist(images, saturation=0.0)
     if spec.blur_p > 0 and coin(spec.blur_p):

@@ -16,6 +16,7 @@ from nvidia.dali import fn, pipeline_def, types
 from PIL import Image
 
 from fastssl.pipelines import dali_augment as A
+from fastssl.pipelines.colour import ranges
 from fastssl.pipelines.views import ViewSpec
 
 Op = Callable[[Any], Any]
@@ -50,14 +51,12 @@ def _timer(batch: int, gpu: bool, device_index: int,
 
 def _view_ops(spec: ViewSpec) -> list[tuple[str, float, bool, Op]]:
     """(name, probability, runs on the crop (else the full image), op) for one view."""
-    b, c, s, h = spec.jitter
     return [
         ("random_resized_crop", 1.0, False, lambda x: fn.random_resized_crop(
             x, size=(spec.size, spec.size), random_area=spec.scale,
             random_aspect_ratio=spec.ratio, antialias=spec.antialias)),
         (f"colour jitter ({spec.colour})", spec.jitter_p, True, lambda x: A.colour_jitter(
-            x, spec.colour, A.uniform(max(0, 1 - b), 1 + b), A.uniform(max(0, 1 - c), 1 + c),
-            A.uniform(max(0, 1 - s), 1 + s), A.uniform(-h, h))),
+            x, spec.colour, *(A.uniform(lo, hi) for lo, hi in ranges(spec.jitter)))),
         ("color_twist (grey)", spec.gray_p, True, lambda x: fn.color_twist(x, saturation=0.0)),
         ("gaussian_blur", spec.blur_p, True, lambda x: fn.gaussian_blur(
             x, window_size=spec.blur_kernel, sigma=A.uniform(*spec.blur_sigma))),

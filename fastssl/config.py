@@ -80,7 +80,7 @@ class Config:
     # background augmentation (Ryali et al. 2021; fastssl.pipelines.background)
     bg_mode: str = opt("none", "background augmentation: none | rm | random | swaps")
     bg_p: float = opt(-1.0, "probability of the background change per view; -1 = the mode's "
-                      "paper default (pipelines/background.py DEFAULT_P)")
+                      "default (pipelines/background.py DEFAULT_P)")
     bg_bank: str = opt("", "foreground-free backgrounds (fastssl data backgrounds) or any "
                        "directory of background images; empty = filled on the fly")
     bg_missing_mask: str = opt("error", "an image without a mask in DIR/masks/: error | skip")

@@ -18,6 +18,7 @@ background-cpu.md`` (loader rows).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -36,6 +37,7 @@ def grey(x: torch.Tensor) -> torch.Tensor:
     return LUMA[0] * x[:, 0:1] + LUMA[1] * x[:, 1:2] + LUMA[2] * x[:, 2:3]
 
 
+@functools.cache  # constants: built once, not per image or batch
 def hue_basis() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Constant 3x3 matrices (A, C, S) with hue rotation by ``turns`` = A + cos(2 pi turns) C +
     sin(2 pi turns) S (RGB -> YIQ, rotate the I/Q plane, back): the DALI recipe builds the

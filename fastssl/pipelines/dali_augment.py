@@ -67,6 +67,11 @@ def colour_jitter(images, recipe: str, brightness, contrast, saturation, hue):
     return to_uint8(dmath.clamp(fn.cat(*rows, axis=2), 0.0, 255.0))
 
 
+def view_colour_jitter(images, spec: ViewSpec):
+    """``colour_jitter`` with the view's recipe and per-sample factors drawn from its ranges."""
+    return colour_jitter(images, spec.colour, *(uniform(lo, hi) for lo, hi in ranges(spec.jitter)))
+
+
 def to_uint8(x):
     """Float image back to uint8 before the per-view ops (DALI's cast rounds and saturates)."""
     return fn.cast(x, dtype=types.UINT8)
@@ -110,8 +115,7 @@ def augment_view(images, spec: ViewSpec):
                                                    shape=(spec.size, spec.size),
                                                    fill_value=int(GREY))
     if spec.jitter_p > 0 and coin(spec.jitter_p):
-        images = colour_jitter(images, spec.colour,
-                               *(uniform(lo, hi) for lo, hi in ranges(spec.jitter)))
+        images = view_colour_jitter(images, spec)
     if spec.gray_p > 0 and coin(spec.gray_p):
         images = fn.color_twist(images, saturation=0.0)
     if spec.blur_p > 0 and coin(spec.blur_p):

@@ -16,7 +16,6 @@ from nvidia.dali import fn, pipeline_def, types
 from PIL import Image
 
 from fastssl.pipelines import dali_augment as A
-from fastssl.pipelines.colour import ranges
 from fastssl.pipelines.views import ViewSpec
 
 Op = Callable[[Any], Any]
@@ -55,8 +54,8 @@ def _view_ops(spec: ViewSpec) -> list[tuple[str, float, bool, Op]]:
         ("random_resized_crop", 1.0, False, lambda x: fn.random_resized_crop(
             x, size=(spec.size, spec.size), random_area=spec.scale,
             random_aspect_ratio=spec.ratio, antialias=spec.antialias)),
-        (f"colour jitter ({spec.colour})", spec.jitter_p, True, lambda x: A.colour_jitter(
-            x, spec.colour, *(A.uniform(lo, hi) for lo, hi in ranges(spec.jitter)))),
+        (f"colour jitter ({spec.colour})", spec.jitter_p, True,
+         lambda x: A.view_colour_jitter(x, spec)),
         ("color_twist (grey)", spec.gray_p, True, lambda x: fn.color_twist(x, saturation=0.0)),
         ("gaussian_blur", spec.blur_p, True, lambda x: fn.gaussian_blur(
             x, window_size=spec.blur_kernel, sigma=A.uniform(*spec.blur_sigma))),

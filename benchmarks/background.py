@@ -62,6 +62,7 @@ NOTES = "## Notes"
 BACKGROUND_SETTINGS: dict[str, dict] = {"simclr": {"temperature": 0.2}}
 # overrides the table shows in their own columns; any other override is listed under settings
 OWN_COLUMNS = ("bg_p", "colour_jitter", "epochs", "loader")
+LOADERS = ("memory", "torch", "dali")
 
 
 def grabcut_copy(src: Path, out: Path) -> Path:
@@ -181,6 +182,31 @@ def table(rows: list[dict], grid: list[tuple]) -> list[str]:
     return lines
 
 
+def loader_agreement(rows: list[dict]) -> list[str]:
+    """For each row group run under more than one loader (same colour recipe): every loader's
+    mean over the seeds all of them ran, its per-seed values, and the largest gap between the
+    loaders' means."""
+    groups: dict[tuple, dict[str, dict[int, float]]] = {}
+    for r in rows:
+        loader, _, recipe = r["loader"].partition(", ")
+        key = (r["set"], r["method"], r["mode"], r["bg_p"], r["masks"], recipe or "sequential",
+               r["epochs"], r["settings"])
+        groups.setdefault(key, {}).setdefault(loader, {})[r["seed"]] = r["knn_top1"]
+    lines = ["| set | method | mode (p) | masks | recipe | epochs | settings | seeds | "
+             + " | ".join(LOADERS) + " | largest gap |", "|" + "---|" * (9 + len(LOADERS))]
+    for key, by_loader in sorted(groups.items()):
+        seeds = sorted(set.intersection(*(set(s) for s in by_loader.values())))
+        if len(by_loader) < 2 or not seeds:
+            continue
+        means = {n: statistics.mean(v[s] for s in seeds) for n, v in by_loader.items()}
+        cols = [f"{means[n]:.1f} ({' / '.join(f'{by_loader[n][s]:.1f}' for s in seeds)})"
+                if n in means else "" for n in LOADERS]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} ({key[3]:g}) | {key[4]} | {key[5]} | "
+                     f"{key[6]} | {key[7]} | {','.join(map(str, seeds))} | " + " | ".join(cols)
+                     + f" | {max(means.values()) - min(means.values()):.1f} |")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", default="clutter,standard")
@@ -208,6 +234,8 @@ def main() -> None:
     lines = ["# Background augmentation benchmark (cpu)", "",
              f"Machine: {machine_line('cpu')}; torch {torch.__version__}.", ""]
     lines += table(rows, cells(a))
+    lines += ["", "## Loader agreement", "", "kNN top-1 of each loader: the mean over the seeds "
+              "every loader ran, then each seed's.", "", *loader_agreement(rows)]
     if a.measure_fill:
         lines += ["", "## Foreground-free fills against the true background", ""] + measure_fill()
     results = Path(a.results)

@@ -18,7 +18,7 @@ from fastssl.data.layout import DataError
 USAGE = """usage:
   fastssl train [--config PRESET] [--method NAME] [--data DIR] [--epochs E] [--out OUT]
                 [--resume] [--KEY=VALUE ...]
-  fastssl eval {knn,linear} --checkpoint CKPT [--data DIR] [--bg_shift only_fg,mixed_rand]
+  fastssl eval {knn,linear,rank} --checkpoint CKPT [--data DIR] [--bg_shift only_fg,mixed_rand]
   fastssl finetune [--checkpoint CKPT] [--labels 1%|10%|N] [options]   (fastssl finetune --help)
   fastssl distill --teacher CKPT [--student BACKBONE] [options]        (fastssl distill --help)
   fastssl selftrain [--labels 10%] [--iterations K] [options]         (fastssl selftrain --help)
@@ -59,8 +59,11 @@ def cmd_train(tokens: list[str]) -> int:
 
 
 def cmd_eval(argv: list[str]) -> int:
+    from fastssl.eval.run import PROTOCOLS, bg_shift_checkpoint, evaluate_checkpoint
+
     p = argparse.ArgumentParser(prog="fastssl eval")
-    p.add_argument("protocol", choices=["knn", "linear"])
+    p.add_argument("protocol", choices=PROTOCOLS, help="kNN or linear-probe top-1, or rank: "
+                   "the effective rank of the training split's features (RankMe; low = collapse)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default=None, help="dataset root (default: the one trained on)")
     p.add_argument("--device", default="auto")
@@ -68,8 +71,6 @@ def cmd_eval(argv: list[str]) -> int:
     p.add_argument("--bg_shift", default="", help="knn on held-out variants built from the "
                    "masks: comma list of only_fg, mixed_same, mixed_rand")
     a = p.parse_args(argv)
-    from fastssl.eval.run import bg_shift_checkpoint, evaluate_checkpoint
-
     if a.bg_shift:
         if a.protocol != "knn":
             p.error("--bg_shift needs the knn protocol")
@@ -80,9 +81,10 @@ def cmd_eval(argv: list[str]) -> int:
                        else f"{k}={v:+.2f}" for k, v in res.items()))
         return 0
 
-    top1 = evaluate_checkpoint(a.checkpoint, a.protocol, data=a.data, device=a.device,
-                               workers=a.workers)
-    print(f"{a.protocol}_top1={top1:.2f}")
+    score = evaluate_checkpoint(a.checkpoint, a.protocol, data=a.data, device=a.device,
+                                workers=a.workers)
+    print(f"effective_rank={score:.2f}" if a.protocol == "rank" else
+          f"{a.protocol}_top1={score:.2f}")
     return 0
 
 

@@ -55,18 +55,21 @@ def test_progress_is_one_plain_line_per_log_interval_when_not_a_terminal(trained
     assert all(" loss " in ln and " img/s " in ln and " eta " in ln for ln in lines)
 
 
-@pytest.mark.parametrize("protocol", ["knn", "linear"])
+@pytest.mark.parametrize("protocol", ["knn", "linear", "rank"])
 def test_eval_cli_on_checkpoint(trained, data, protocol):
     out, _ = trained
     proc = run_cli("eval", protocol, "--checkpoint", str(out / "checkpoints/last.pt"),
                    "--data", str(data), "--workers", "0")
     assert proc.returncode == 0, proc.stderr
-    top1 = float(proc.stdout.strip().split("=")[1])
+    name, value = proc.stdout.strip().split("=")
+    score = float(value)
     if protocol == "knn":  # the same encoder, data and protocol as the run's final evaluation
         final = [r["knn_top1"] for r in read(out / "metrics.jsonl") if "knn_top1" in r][-1]
-        assert top1 == pytest.approx(final, abs=1e-6)
+        assert score == pytest.approx(final, abs=1e-6)
+    elif protocol == "rank":
+        assert name == "effective_rank" and 1 <= score <= 256  # small_cnn: 256 features
     else:
-        assert 0 <= top1 <= 100
+        assert 0 <= score <= 100
 
 
 def _losses(path):

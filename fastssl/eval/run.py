@@ -15,6 +15,7 @@ from fastssl.eval.bg_shift import bg_shift_knn
 from fastssl.eval.features import extract
 from fastssl.eval.knn import knn_top1
 from fastssl.eval.linear import linear_top1
+from fastssl.eval.rank import effective_rank
 from fastssl.methods import load_method
 from fastssl.methods.base import Method
 from fastssl.pipelines.clips import ClipSpec, clip_spec
@@ -62,15 +63,30 @@ def _frozen(path: str, data: str | None, device: str
     return model, cfg, scan(data) if data else dataset_index(cfg.data), dev
 
 
-def evaluate_checkpoint(path: str, protocol: str, *, data: str | None = None,
-                        device: str = "auto", workers: int = 2) -> float:
-    """kNN or linear-probe top-1 (%) of a checkpoint's frozen backbone, in one process."""
+PROTOCOLS = ("knn", "linear", "rank")
+
+
+def checkpoint_scores(path: str, protocols: list[str], *, data: str | None = None,
+                      device: str = "auto", workers: int = 2) -> dict[str, float]:
+    """Each of ``protocols`` on a checkpoint's frozen backbone, from one feature extraction:
+    ``knn`` and ``linear`` top-1 (%) on the held-out split, ``rank`` the effective rank of the
+    training split's features."""
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocol {unknown[0]!r}: choose from {', '.join(PROTOCOLS)}")
     model, cfg, index, dev = _frozen(path, data, device)
     train, test = features(model.embed, index, crop_size=cfg.crop_size, workers=workers,
                            device=dev, clip=clip_spec(cfg))
-    if protocol == "knn":
-        return knn_top1(*train, *test, k=cfg.knn_k, temperature=cfg.knn_temperature)
-    return linear_top1(*train, *test)
+    score = {"knn": lambda: knn_top1(*train, *test, k=cfg.knn_k, temperature=cfg.knn_temperature),
+             "linear": lambda: linear_top1(*train, *test),
+             "rank": lambda: effective_rank(train[0])}
+    return {p: score[p]() for p in protocols}
+
+
+def evaluate_checkpoint(path: str, protocol: str, *, data: str | None = None,
+                        device: str = "auto", workers: int = 2) -> float:
+    """One protocol of :func:`checkpoint_scores`, in one process."""
+    return checkpoint_scores(path, [protocol], data=data, device=device, workers=workers)[protocol]
 
 
 def bg_shift_checkpoint(path: str, shifts: list[str], *, data: str | None = None,

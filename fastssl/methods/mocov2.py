@@ -21,8 +21,9 @@ in order after it.
 
 BG_Swaps (Ryali et al. 2021): when the loader provides ``bg_positive`` / ``bg_negative``, the
 keys of the hard negatives (another image's foreground on the anchor's background) join the
-queue term of every loss of the step (they are not enqueued), and the extra positive (the
-anchor's foreground on another background) adds a term with the first query.
+queue term of every loss of the step (they are not enqueued), except, for each query, the one
+that shows its own foreground (``hard_negative_nce``), and the extra positive (the anchor's
+foreground on another background) adds a term with the first query.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from fastssl.batch import Batch
+from fastssl.batch import Batch, own_foreground_negative
 from fastssl.config import opt
 from fastssl.distributed import gather, rank
 from fastssl.kernels import info_nce
@@ -49,6 +50,23 @@ def random_permutation(n: int, device: torch.device) -> torch.Tensor:
     trips inductor's randperm-index pattern under ``torch.compile`` (torch 2.11, "Not all inputs
     to pattern found")."""
     return torch.rand(n, device=device).argsort()
+
+
+def hard_negative_nce(query: torch.Tensor, key: torch.Tensor, hard: torch.Tensor,
+                      queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE with BG_Swaps' hard negatives: logits [q·k, q·hardᵀ, q·queueᵀ]/τ, target 0, as
+    ``info_nce`` with the hard negatives (B, D) in front of its queue, except that each query's
+    hard negative showing its own foreground (``own_foreground_negative``) is left out. Plain
+    PyTorch: the fused kernel takes one set of negatives shared by every query. ``hard`` and
+    ``queue`` are L2-normalised and take no gradient."""
+    q = F.normalize(query, dim=1)
+    k = F.normalize(key, dim=1).to(q.dtype)
+    own = own_foreground_negative(len(q), q.device)
+    logits = torch.cat([(q * k).sum(1, keepdim=True),
+                        (q @ hard.detach().to(q.dtype).T).masked_fill(own, float("-inf")),
+                        q @ queue.detach().to(q.dtype).T], 1)
+    target = torch.zeros(len(q), dtype=torch.long, device=q.device)
+    return F.cross_entropy((logits / temperature).float(), target)
 
 
 @dataclass
@@ -123,23 +141,26 @@ class MoCoV2(Method):
         k_all = gather(self.key_encoder(x_all[mine]))
         return k_all[torch.argsort(perm)][rank() * n:(rank() + 1) * n]
 
+    def _nce(self, query: torch.Tensor, key: torch.Tensor,
+             hard: torch.Tensor | None) -> torch.Tensor:
+        if hard is None:
+            return info_nce(query, key, self.queue, temperature=self.temperature,
+                            queue_normalized=True)
+        return hard_negative_nce(query, key, hard, self.queue, self.temperature)
+
     def forward(self, batch: Batch) -> Outputs:
         views = batch["views"]
         pairs = [(0, 1), (1, 0)] if self.symmetric else [(0, 1)]
-        negatives = self.queue
-        if self.bg_swaps:
-            hard = F.normalize(self._keys_of(batch["bg_negative"]).float(), dim=1)
-            negatives = torch.cat([hard.to(self.queue.dtype), self.queue])
+        hard = F.normalize(self._keys_of(batch["bg_negative"]).float(), dim=1) \
+            if self.bg_swaps else None
         losses, keys, queries = [], [], []
         for qi, ki in pairs:  # every loss term scores against the queue of earlier steps
             queries.append(self._split_bn(self._query, views[qi]))
             k = self._keys_of(views[ki])
             keys.append(F.normalize(k.float(), dim=1))
-            losses.append(info_nce(queries[-1], k, negatives, temperature=self.temperature,
-                                   queue_normalized=True))
+            losses.append(self._nce(queries[-1], k, hard))
         if self.bg_swaps:
-            losses.append(info_nce(queries[0], self._keys_of(batch["bg_positive"]), negatives,
-                                   temperature=self.temperature, queue_normalized=True))
+            losses.append(self._nce(queries[0], self._keys_of(batch["bg_positive"]), hard))
         # the keys are enqueued after the step (on_train_step_end)
         return {"loss": torch.stack(losses).sum(), "keys": torch.cat(keys)}
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastssl.batch import Batch
+from fastssl.batch import Batch, own_foreground_negative
 from fastssl.config import opt
 from fastssl.distributed import gather_with_grad, rank
 from fastssl.kernels import nt_xent
@@ -38,11 +38,19 @@ def swaps_loss(z1: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
     foreground on an anchor's background) of the global batch, all with gradient, as SimCLR treats
     every embedding of the batch. (With the hard negatives as a MoCo-style queue without gradient
     the embeddings collapsed within 15 steps on the cluttered set: the pull reached both sides of
-    each pair, the push only the anchors.)"""
+    each pair, the push only the anchors.) The one hard negative that shows the anchor's own
+    foreground (``own_foreground_negative``) is left out: scored as a negative, it could only be
+    told from the extra positive by its background."""
     q = F.normalize(z1, dim=1)
-    keys = F.normalize(torch.cat([gather_with_grad(positive), gather_with_grad(negative)]), dim=1)
-    target = torch.arange(len(q), device=q.device) + rank() * len(q)
-    return F.cross_entropy(q @ keys.T / temperature, target)
+    n = len(q)
+    positives, negatives = gather_with_grad(positive), gather_with_grad(negative)
+    keys = F.normalize(torch.cat([positives, negatives]), dim=1)
+    own = torch.zeros(n, len(keys), dtype=torch.bool, device=q.device)
+    start = len(positives) + rank() * n  # this process's hard negatives
+    own[:, start:start + n] = own_foreground_negative(n, q.device)
+    logits = (q @ keys.T / temperature).masked_fill(own, float("-inf"))
+    target = torch.arange(n, device=q.device) + rank() * n
+    return F.cross_entropy(logits, target)
 
 
 class SimCLR(Method):

@@ -14,6 +14,7 @@ import math
 import nvidia.dali.math as dmath
 from nvidia.dali import fn, types
 
+from fastssl.batch import SWAPS_SHIFT
 from fastssl.pipelines.background import GREY, composite
 from fastssl.pipelines.colour import LUMA, hue_basis, ranges
 from fastssl.pipelines.views import MEAN, STD, ViewSpec
@@ -129,16 +130,16 @@ def augment_view(images, spec: ViewSpec):
 
 
 def apply_background(images, masks, backgrounds, shapes, *, mode: str, p: float,
-                     batch_size: int, shift: int = 1, pool=None):
+                     batch_size: int, shift: int = SWAPS_SHIFT, pool=None):
     """Background augmentation (see ``background.py``) of every sample, before the per-view ops;
     called once per view for ``rm`` / ``random`` (a fresh coin per call).
 
     ``masks``: HW1 uint8 (255 = foreground); ``backgrounds``: the samples' foreground-free
     backgrounds (HWC uint8, their images' size); ``shapes``: the decoded HWC shapes (CPU, from
     ``peek_image_shape``) that other samples are resized to; the partner of sample i is sample
-    i + ``shift`` of the batch; ``pool``: decoded bank images or None (then the partner's
-    background). Returns ``(images, extra)`` with ``extra`` the BG_Swaps positive and hard
-    negative (empty for other modes).
+    i + ``shift`` of the batch (BG_Swaps: ``SWAPS_SHIFT``, which the methods rely on); ``pool``:
+    decoded bank images or None (then the partner's background). Returns ``(images, extra)``
+    with ``extra`` the BG_Swaps positive and hard negative (empty for other modes).
     """
     size = fn.cast(shapes[0:2], dtype=types.FLOAT)  # (H, W): resize's order for HWC
     rotate = [(i + shift) % batch_size for i in range(batch_size)]

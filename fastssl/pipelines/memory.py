@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from fastssl.batch import Batch
+from fastssl.batch import Batch, swaps_partners
 from fastssl.data.layout import Split
 from fastssl.pipelines.background import (
     BgOptions,
@@ -174,9 +174,10 @@ def background_views(images: torch.Tensor, masks: torch.Tensor, backgrounds: tor
                      pool: torch.Tensor | None, bg: BgOptions, g: torch.Generator
                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One draw of ``tensor_background`` for a batch: coins, partners (another sample of the
-    batch) and bank picks come from ``g``."""
+    batch, ``swaps_partners`` for BG_Swaps) and bank picks come from ``g``."""
     n, dev = len(images), images.device
-    partner = (torch.arange(n) + torch.randint(1, max(2, n), (n,), generator=g)) % n
+    partner = swaps_partners(n) if bg.swaps else \
+        (torch.arange(n) + torch.randint(1, max(2, n), (n,), generator=g)) % n
     picks = None if pool is None else pool[torch.randint(len(pool), (n,), generator=g)].to(dev)
     return tensor_background(images, masks, backgrounds, mode=bg.mode,
                              apply=_bernoulli(n, bg.p, g).to(dev), partner=partner.to(dev),

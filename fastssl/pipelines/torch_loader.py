@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
-from fastssl.batch import Batch
+from fastssl.batch import Batch, swaps_partners
 from fastssl.data.layout import Split
 from fastssl.pipelines.background import (
     BgOptions,
@@ -73,7 +73,8 @@ def eval_transform(size: int) -> T.Compose:
 
 
 class ImageFiles(Dataset):
-    """Training samples keyed by ``(epoch, index)``: decode once, apply every view transform.
+    """Training samples keyed by ``(epoch, index, BG_Swaps partner)``: decode once, apply every
+    view transform.
 
     torchvision's random transforms draw from the global generator, so each sample runs inside
     ``torch.random.fork_rng`` seeded from ``derive_seed(seed, epoch, index)``: the views depend on
@@ -106,17 +107,18 @@ class ImageFiles(Dataset):
             return [image, mask, background]
         return [resized(image, like), resized(mask, like, nearest=True), resized(background, like)]
 
-    def _background(self, index: int, bg: BgOptions, anchor: list[torch.Tensor]
-                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _background(self, index: int, bg: BgOptions, anchor: list[torch.Tensor],
+                    swaps_partner: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One draw of BG_RM / BG_Random / BG_Swaps for sample ``index`` (``anchor``: its image,
-        mask and background): the sample and a partner go through ``tensor_background`` as a
-        batch of two."""
+        mask and background): the sample and a partner (``swaps_partner`` for BG_Swaps, else a
+        random other sample) go through ``tensor_background`` as a batch of two."""
         apply = bool(torch.rand(()) < bg.p)
         if bg.mode != "swaps" and not apply:
             return anchor[0], []
         partner = anchor
         if bg.mode != "rm":
-            j = (index + int(torch.randint(1, max(2, len(self)), ()))) % len(self)
+            j = swaps_partner if bg.swaps else \
+                (index + int(torch.randint(1, max(2, len(self)), ()))) % len(self)
             partner = self._sample(j, like=anchor[0])
         pool = None
         if self.pool:
@@ -129,8 +131,8 @@ class ImageFiles(Dataset):
                                        partner=torch.tensor([1, 0]), pool=pool)
         return out[0], [x[0] for x in extra]
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
-        epoch, index = key
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[list[torch.Tensor], int]:
+        epoch, index, swaps_partner = key
         image = self.decode(index)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, epoch, index))
@@ -140,21 +142,23 @@ class ImageFiles(Dataset):
                 anchor = self._sample(index, image=image)
                 views = [t(image) for t in self.transforms]
                 views += [self.transforms[0](x)  # BG_Swaps: positive, hard negative
-                          for x in self._background(index, self.bg, anchor)[1]]
+                          for x in self._background(index, self.bg, anchor, swaps_partner)[1]]
             else:  # a background draw per view
                 anchor = self._sample(index, image=image)
-                views = [t(self._background(index, self.bg, anchor)[0]) for t in self.transforms]
+                views = [t(self._background(index, self.bg, anchor, swaps_partner)[0])
+                         for t in self.transforms]
         return views, self.split.labels[index]
 
 
 class _EpochBatches:
-    """The batch sampler of the persistent DataLoader: the current epoch's ``(epoch, index)``
-    batches, replaced before each epoch (the sampler runs in the main process)."""
+    """The batch sampler of the persistent DataLoader: the current epoch's batches of
+    ``(epoch, index, BG_Swaps partner index)``, replaced before each epoch (the sampler runs in
+    the main process)."""
 
     def __init__(self) -> None:
-        self.batches: list[list[tuple[int, int]]] = []
+        self.batches: list[list[tuple[int, int, int]]] = []
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         return iter(self.batches)
 
     def __len__(self) -> int:
@@ -194,7 +198,9 @@ class TorchTrainLoader:
         s = self.spec
         order = epoch_batches(len(self.dataset), s.batch_size, seed=s.seed, epoch=epoch,
                               rank=s.rank, world=s.world)[start_batch:]
-        self._sampler.batches = [[(epoch, i) for i in b] for b in order]
+        self._sampler.batches = [
+            [(epoch, i, b[j]) for i, j in zip(b, swaps_partners(len(b)).tolist(), strict=True)]
+            for b in order]
         n_views = len(s.views)
         for views, labels in self._loader:
             yield labelled(views[:n_views], labels, views[n_views:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from fastssl.batch import SWAPS_SHIFT
 from fastssl.kernels import info_nce
 from tests.helpers import make_method
 
@@ -26,12 +27,16 @@ def test_mocov2_hard_negatives_join_the_queue_term():
     out = model(b)
     with torch.no_grad():
         q = model._query(b["views"][0])
-        k = model.key_encoder(b["views"][1])
         hard = torch.nn.functional.normalize(model.key_encoder(b["bg_negative"]), dim=1)
-        negatives = torch.cat([hard, model.queue])
-        expected = (info_nce(q, k, negatives, temperature=model.temperature)
-                    + info_nce(q, model.key_encoder(b["bg_positive"]), negatives,
-                               temperature=model.temperature))
+
+        def per_query(keys):  # query i against every hard negative but its own foreground's
+            return torch.stack([
+                info_nce(q[i:i + 1], keys[i:i + 1],
+                         torch.cat([hard[torch.arange(8) != (i - SWAPS_SHIFT) % 8], model.queue]),
+                         temperature=model.temperature) for i in range(8)]).mean()
+
+        expected = (per_query(model.key_encoder(b["views"][1]))
+                    + per_query(model.key_encoder(b["bg_positive"])))
     torch.testing.assert_close(out["loss"].detach(), expected, rtol=1e-4, atol=1e-4)
     # a hard negative that is the key's own image scores like the positive: the loss rises
     same = model({**b, "bg_negative": b["views"][1]})["loss"]
@@ -69,3 +74,14 @@ def test_simclr_swaps_term_pushes_every_embedding():
     anchors = torch.eye(8, 16)
     assert swaps_loss(anchors, anchors, -anchors, 0.1) < swaps_loss(anchors, anchors.roll(1, 0),
                                                                      -anchors, 0.1)
+
+
+def test_simclr_swaps_term_leaves_out_the_anchors_own_foreground():
+    """Hard negative i - SWAPS_SHIFT shows anchor i's foreground (its partner is i): scored as a
+    negative it would tie with the extra positive (loss log 2 here); it is left out."""
+    from fastssl.methods.simclr import swaps_loss
+
+    anchors = torch.eye(8, 16)
+    own = anchors.roll(-SWAPS_SHIFT, 0)  # row i - SWAPS_SHIFT is anchor i
+    assert swaps_loss(anchors, anchors, own, 0.05) < 1e-3
+    assert swaps_loss(anchors, anchors, anchors, 0.05) > 0.6  # a hard negative that is not its own

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fastssl.batch import SWAPS_SHIFT
 from fastssl.config import ConfigError
 from fastssl.data.backgrounds import FILLS, dilated, foreground_free
 from fastssl.data.layout import DataError, scan
@@ -260,8 +261,9 @@ def foregrounds(view: torch.Tensor) -> set[int]:
 
 @pytest.mark.parametrize("name", ["memory", "torch", pytest.param("dali", marks=dali)])
 def test_swaps_pair_through_the_loader(tmp_path, name):
-    """The hard negative shows the partner's foreground and no pixel of the anchor's; the extra
-    positive shows the anchor's foreground and no other (backgrounds filled on the fly)."""
+    """The hard negative shows the partner's foreground (the sample ``SWAPS_SHIFT`` further in
+    the batch, as the methods assume) and no pixel of the anchor's; the extra positive shows the
+    anchor's foreground and no other (backgrounds filled on the fly)."""
     from fastssl.pipelines.views import ViewSpec
 
     index = palette_set(tmp_path)
@@ -270,11 +272,10 @@ def test_swaps_pair_through_the_loader(tmp_path, name):
                      bg=BgOptions("swaps", 1.0, mask_root=tmp_path))
     seen = 0
     for b in ld.epoch(0):
-        for anchor, pos, neg in zip(b["views"][0], b["bg_positive"], b["bg_negative"],
-                                    strict=True):
-            (a,) = foregrounds(anchor)
-            assert foregrounds(pos) == {a}
-            other = foregrounds(neg)
-            assert len(other) == 1 and a not in other
+        ids = [foregrounds(anchor) for anchor in b["views"][0]]
+        assert all(len(a) == 1 for a in ids)
+        for i, (pos, neg) in enumerate(zip(b["bg_positive"], b["bg_negative"], strict=True)):
+            assert foregrounds(pos) == ids[i]
+            assert foregrounds(neg) == ids[(i + SWAPS_SHIFT) % 4] != ids[i]
             seen += 1
     assert seen == len(ld) * 4 > 0

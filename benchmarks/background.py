@@ -46,14 +46,13 @@ from fastssl.data.synth import (  # noqa: E402
 from fastssl.eval.run import bg_shift_checkpoint  # noqa: E402
 from fastssl.methods import resolve_config  # noqa: E402
 from fastssl.pipelines.background import bg_probability  # noqa: E402
-from fastssl.profiling.host import machine_line  # noqa: E402
+from fastssl.profiling.host import machine_line, write_results  # noqa: E402
 from fastssl.train import train  # noqa: E402
 
 SETS = {"clutter": cluttered_dataset, "standard": default_dataset}
 MODES = ("none", "rm", "random", "swaps")
 SWAPS_METHODS = ("simclr", "mocov2")  # the methods that consume BG_Swaps' pair
 SHIFTS = ["only_fg", "mixed_rand"]
-NOTES = "## Notes"
 # on top of the learning benchmark's per-method settings: SimCLR at temperature 0.2 (the config
 # default, 0.5, is the paper's ablation setting), chosen on the cluttered set at 12 epochs: kNN
 # 14.7 without background augmentation and 24.6 with BG_Random (2 seeds), against 12.9 and 23.1
@@ -238,13 +237,9 @@ def main() -> None:
               "every loader ran, then each seed's.", "", *loader_agreement(rows)]
     if a.measure_fill:
         lines += ["", "## Foreground-free fills against the true background", ""] + measure_fill()
-    results = Path(a.results)
     text = "\n".join(lines) + "\n"
     print(text)
-    old = results.read_text() if results.exists() else ""
-    if NOTES in old:  # hand-written notes below the tables are kept
-        text += "\n" + old[old.index(NOTES):]
-    results.write_text(text)
+    write_results(a.results, text)
 
 
 if __name__ == "__main__":

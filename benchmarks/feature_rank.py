@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from fastssl.eval.run import PROTOCOLS, checkpoint_scores  # noqa: E402
 from fastssl.methods import resolve_config  # noqa: E402
 from fastssl.pipelines.background import bg_probability  # noqa: E402
-from fastssl.profiling.host import machine_line  # noqa: E402
+from fastssl.profiling.host import machine_line, write_results  # noqa: E402
 
 COLUMNS = ("data", "method", "bg_mode", "bg_p", "loader", "epochs", "batch_size")
 
@@ -67,7 +67,7 @@ def main() -> None:
         lines.append(f"| {' | '.join(map(str, key))} | {seeds} | {' | '.join(cells)} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    a.results.write_text(text)
+    write_results(a.results, text)  # a "## Notes" section of the old file is kept
 
 
 if __name__ == "__main__":

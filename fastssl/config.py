@@ -78,7 +78,8 @@ class Config:
     clip_frames: int = opt(8, "frames per video clip (T)")
     clip_stride: int = opt(2, "source frames between a clip's frames")
     # background augmentation (Ryali et al. 2021; fastssl.pipelines.background)
-    bg_mode: str = opt("none", "background augmentation: none | rm | random | swaps")
+    bg_mode: str = opt("none", "background augmentation: none | rm | random | swaps | auto (the "
+                       "method's mode measured on the cluttered shapes set, Method.bg_mode_auto)")
     bg_p: float = opt(-1.0, "probability of the background change per view; -1 = the mode's "
                       "default (pipelines/background.py DEFAULT_P)")
     bg_bank: str = opt("", "foreground-free backgrounds (fastssl data backgrounds) or any "
@@ -251,10 +252,23 @@ def resolve(preset: dict[str, Any] | None, overrides: dict[str, Any] | None,
             else:
                 raise unknown_key(key, [*general, *args_hints], f"method '{method}'")
     values["method"] = method
+    if values.get("bg_mode") == "auto":
+        values["bg_mode"] = _auto_bg_mode(method, methods)
     cfg = Config(**values)
     cfg.args = cls.Args(**args_values)
     validate(cfg)
     return cfg
+
+
+def _auto_bg_mode(method: str, methods: Mapping[str, Any]) -> str:
+    """The background mode measured best for ``method`` (its class's ``bg_mode_auto``)."""
+    mode = methods[method].bg_mode_auto
+    if not mode:
+        measured = ", ".join(f"{n} ({c.bg_mode_auto})" for n, c in sorted(methods.items())
+                             if c.bg_mode_auto)
+        raise ConfigError(f"config key 'bg_mode': auto has no measured mode for method "
+                          f"'{method}' (it has for {measured}); choose rm, random or swaps")
+    return mode
 
 
 def help_text(args_cls: type | None = None, method: str = "",
@@ -288,7 +302,7 @@ def validate(cfg: Config) -> None:
         "loader": LOADERS,
         "optimizer": ("sgd", "adamw", "lars"),
         "lr_scaling": ("linear", "sqrt", "none"),
-        "bg_mode": BG_MODES,
+        "bg_mode": (*BG_MODES, "auto"),
         "bg_missing_mask": ("error", "skip"),
         "colour_jitter": COLOUR_RECIPES,
     }

@@ -191,3 +191,14 @@ def test_swav_dali_profile_reports_executor_statistics(data, tmp_path, capsys):
 def test_cli_rejects_bad_option(capsys):
     assert cli.main(["profile", "--repeats", "x"]) == 2
     assert "--repeats" in capsys.readouterr().err
+
+
+def test_results_file_keeps_its_notes(tmp_path):
+    from fastssl.profiling.host import write_results
+
+    path = tmp_path / "r.md"
+    write_results(path, "# Table\n\n| a |\n")
+    assert path.read_text() == "# Table\n\n| a |\n"
+    path.write_text(path.read_text() + "\n## Notes\n\nhand-written\n")
+    write_results(path, "# Table\n\n| b |\n")
+    assert path.read_text() == "# Table\n\n| b |\n\n## Notes\n\nhand-written\n"

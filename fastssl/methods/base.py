@@ -76,6 +76,9 @@ class Method(nn.Module):
     Args: ClassVar[type] = NoArgs
     # overrides of general Config defaults that make sense for this method (e.g. multi-crop)
     config_defaults: ClassVar[dict[str, Any]] = {}
+    # what ``--bg_mode auto`` picks: the background mode that helped this method most on the
+    # cluttered shapes set (benchmarks/results/background-batch64-cpu.md); "" = none measured
+    bg_mode_auto: ClassVar[str] = ""
 
     def __init__(self, args: Any, ctx: MethodContext) -> None:
         super().__init__()

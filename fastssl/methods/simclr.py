@@ -56,6 +56,7 @@ def swaps_loss(z1: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
 class SimCLR(Method):
     name = "simclr"
     views = "simclr"
+    bg_mode_auto = "swaps"  # cluttered set, batch 64: kNN 29.1 -> 40.0 (random p 0.5: 34.8)
     Args = SimCLRArgs
 
     def __init__(self, args: SimCLRArgs, ctx: MethodContext) -> None:

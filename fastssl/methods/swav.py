@@ -51,6 +51,7 @@ class SwAV(Method):
     views = "swav"
     Args = SwAVArgs
     config_defaults = {"local_crops": 2}  # multi-crop on by default (paper: 2 global + 6 local)
+    bg_mode_auto = "random"  # cluttered set, batch 64: kNN 28.2 -> 31.5 (p 0.5)
     queue: torch.Tensor
 
     def __init__(self, args: SwAVArgs, ctx: MethodContext) -> None:

@@ -177,3 +177,16 @@ def machine_line(device: str) -> str:
     if device == "cuda":
         name += f", GPU {torch.cuda.get_device_name()}"
     return name
+
+
+NOTES = "## Notes"
+
+
+def write_results(path: str | os.PathLike, text: str) -> None:
+    """Write a benchmark's results file, keeping the hand-written ``## Notes`` section (and all
+    below it) of the file it replaces."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    if NOTES in old:
+        text += "\n" + old[old.index(NOTES):]
+    path.write_text(text)

@@ -159,6 +159,13 @@ def test_config_fields():
         resolve_config(overrides={"bg_p": "1.5"})
 
 
+def test_auto_picks_the_methods_measured_mode():
+    assert resolve_config(overrides={"method": "simclr", "bg_mode": "auto"}).bg_mode == "swaps"
+    assert resolve_config(overrides={"method": "mocov2", "bg_mode": "auto"}).bg_mode == "random"
+    with pytest.raises(ConfigError, match="auto has no measured mode for method 'byol'.*simclr"):
+        resolve_config(overrides={"method": "byol", "bg_mode": "auto"})
+
+
 IDENTITY = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, gray_p=0.0)
 
 

@@ -31,21 +31,22 @@ from fastssl.seeding import derive_seed
 
 
 class ColourJitter(torch.nn.Module):
-    """The run's colour recipe (``colour.jitter``) on one uint8 CHW image, factors drawn as
-    torchvision's ``ColorJitter`` draws them (from the global generator), whose own recipe
-    differs (see ``colour``)."""
+    """The run's colour recipe (``colour.jitter``) on one float CHW image in [0, 1], factors
+    drawn as torchvision's ``ColorJitter`` draws them (from the global generator), whose own
+    recipe differs (see ``colour``)."""
 
     def __init__(self, jitter: tuple[float, float, float, float], recipe: str) -> None:
         super().__init__()
         self.jitter, self.recipe = jitter, recipe
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        out = jitter(image[None].float() / 255, self.recipe, factors(1, self.jitter, torch.rand))
-        return (out[0] * 255).round().to(torch.uint8)
+        return jitter(image[None], self.recipe, factors(1, self.jitter, torch.rand))[0]
 
 
 def view_transform(spec: ViewSpec) -> T.Compose:
-    """The torchvision version of one view (uint8 CHW in, normalised float CHW out)."""
+    """The torchvision version of one view (uint8 CHW in, normalised float CHW out). The colour
+    operators run on float images, as in the memory loader: on uint8, torchvision rounds after
+    each of them and truncates greyscale (0.5 of 255 darker on average)."""
     if spec.scale_jitter[1] > 0:  # large-scale jitter (as dali_augment.scale_jitter)
         crop = [T.ScaleJitter((spec.size, spec.size), spec.scale_jitter, antialias=True),
                 T.RandomCrop(spec.size, pad_if_needed=True)]
@@ -58,11 +59,11 @@ def view_transform(spec: ViewSpec) -> T.Compose:
         T.RandomHorizontalFlip(spec.flip_p),
         *([T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, fill=128)] if spec.autoaugment else []),
         *([T.RandAugment(num_ops=n, magnitude=m, fill=128)] if n > 0 else []),
+        T.ToDtype(torch.float32, scale=True),
         T.RandomApply([ColourJitter(spec.jitter, spec.colour)], p=spec.jitter_p),
         T.RandomGrayscale(spec.gray_p),
         T.RandomApply([T.GaussianBlur(spec.blur_kernel, spec.blur_sigma)], p=spec.blur_p),
-        T.RandomSolarize(threshold=128, p=spec.solarize_p),
-        T.ToDtype(torch.float32, scale=True),
+        T.RandomSolarize(threshold=128 / 255, p=spec.solarize_p),
         T.Normalize(MEAN, STD),
     ])
 

@@ -1,10 +1,13 @@
 """The torchvision fallback loader and the epoch order every loader shares."""
 
+import pytest
 import torch
 
 from fastssl.data.layout import scan
 from fastssl.pipelines.batches import epoch_batches
-from fastssl.pipelines.views import view_specs
+from fastssl.pipelines.memory import augment
+from fastssl.pipelines.torch_loader import view_transform
+from fastssl.pipelines.views import ViewSpec, view_specs
 from tests.helpers import make_loader, tiny_shapes
 
 
@@ -69,3 +72,19 @@ def test_corrupt_file_is_reported_skipped_and_counted(tmp_path, caplog):
     assert len(batches) == len(loader) == 5
     assert loader.corrupt_count == 1
     assert str(bad) in caplog.text
+
+
+@pytest.mark.parametrize("ops", [{"gray_p": 1.0}, {"blur_p": 1.0}, {"solarize_p": 1.0},
+                                 {"gray_p": 1.0, "blur_p": 1.0}])
+def test_deterministic_ops_equal_the_memory_loaders(ops):
+    """With the crop the whole image, the torchvision view of greyscale, blur and solarize is the
+    memory loader's: no uint8 rounding between the operators (on uint8, torchvision truncates
+    greyscale, half a level darker on average: 8e-3 after normalising). What remains is
+    torchvision's greyscale weights (0.2989 against ``colour.LUMA``'s 0.299): under 5e-4."""
+    spec = ViewSpec(16, (1.0, 1.0), (1.0, 1.0), flip_p=0.0, jitter_p=0.0, blur_sigma=(1.0, 1.0),
+                    **{"gray_p": 0.0, **ops})
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
+    want = augment(x, spec, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(torch.stack([view_transform(spec)(im) for im in x]), want,
+                               atol=1e-3, rtol=0)

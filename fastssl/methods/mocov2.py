@@ -160,8 +160,10 @@ class MoCoV2(Method):
             k = self._keys_of(views[ki])
             keys.append(F.normalize(k.float(), dim=1))
             losses.append(self._nce(queries[-1], k, hard))
-        if self.bg_swaps:
+        if self.bg_swaps:  # the extra positive as a key of the first query, and as a query
             losses.append(self._nce(queries[0], self._keys_of(batch["bg_positive"]), hard))
+            losses.append(self._nce(self._split_bn(self._query, batch["bg_positive"]),
+                                    keys[0], hard))
         # the keys are enqueued after the step (on_train_step_end)
         return {"loss": torch.stack(losses).sum(), "keys": torch.cat(keys)}
 

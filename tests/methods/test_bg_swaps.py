@@ -26,17 +26,17 @@ def test_mocov2_hard_negatives_join_the_queue_term():
     b = batch()
     out = model(b)
     with torch.no_grad():
-        q = model._query(b["views"][0])
         hard = torch.nn.functional.normalize(model.key_encoder(b["bg_negative"]), dim=1)
 
-        def per_query(keys):  # query i against every hard negative but its own foreground's
+        def per_query(q, keys):  # query i against every hard negative but its own foreground's
             return torch.stack([
                 info_nce(q[i:i + 1], keys[i:i + 1],
                          torch.cat([hard[torch.arange(8) != (i - SWAPS_SHIFT) % 8], model.queue]),
                          temperature=model.temperature) for i in range(8)]).mean()
 
-        expected = (per_query(model.key_encoder(b["views"][1]))
-                    + per_query(model.key_encoder(b["bg_positive"])))
+        q, key = model._query(b["views"][0]), model.key_encoder(b["views"][1])
+        expected = (per_query(q, key) + per_query(q, model.key_encoder(b["bg_positive"]))
+                    + per_query(model._query(b["bg_positive"]), key))  # the positive as a query
     torch.testing.assert_close(out["loss"].detach(), expected, rtol=1e-4, atol=1e-4)
     # a hard negative that is the key's own image scores like the positive: the loss rises
     same = model({**b, "bg_negative": b["views"][1]})["loss"]

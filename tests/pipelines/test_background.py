@@ -161,7 +161,8 @@ def test_config_fields():
 
 def test_auto_picks_the_methods_measured_mode():
     assert resolve_config(overrides={"method": "simclr", "bg_mode": "auto"}).bg_mode == "swaps"
-    assert resolve_config(overrides={"method": "mocov2", "bg_mode": "auto"}).bg_mode == "random"
+    assert resolve_config(overrides={"method": "mocov2", "bg_mode": "auto"}).bg_mode == "swaps"
+    assert resolve_config(overrides={"method": "swav", "bg_mode": "auto"}).bg_mode == "random"
     with pytest.raises(ConfigError, match="auto has no measured mode for method 'byol'.*simclr"):
         resolve_config(overrides={"method": "byol", "bg_mode": "auto"})
 

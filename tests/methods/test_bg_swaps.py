@@ -1,5 +1,5 @@
 """BG_Swaps in the methods: MoCo v2's hard negatives join the queue term (not enqueued) and the
-extra positive adds a term; SimCLR consumes the pair too."""
+extra positive adds two terms (as a key and as a query); SimCLR consumes the pair too."""
 
 from __future__ import annotations
 

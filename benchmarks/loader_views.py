@@ -85,8 +85,9 @@ def main() -> None:
             s = scores(model, build_train_loader(name, spec), a.epochs)
             first = s if first is None else first
             d, n = s - first, s.shape[1]
-            delta = [f"{m:+.4f} ± {e / math.sqrt(n):.4f}" if name != names[0] else "—"
-                     for m, e in zip(d.mean(1).tolist(), d.std(1).tolist(), strict=True)]
+            delta = ["—", "—"] if s is first else [
+                f"{m:+.4f} ± {e / math.sqrt(n):.4f}"
+                for m, e in zip(d.mean(1).tolist(), d.std(1).tolist(), strict=True)]
             lines.append(f"| {label} | {name} | {n} | {s[0].mean():.4f} | {delta[0]} | "
                          f"{s[1].mean():.4f} | {delta[1]} |")
             print(lines[-1], flush=True)
